@@ -1,0 +1,20 @@
+"""Errors raised by the model registry and by prediction."""
+
+
+class ModelUnavailable(Exception):
+    """No usable model could be loaded; the message says which and why."""
+
+
+class InvalidFeatures(ValueError):
+    """A row of features failed validation.
+
+    Attributes:
+        feature: Name of the offending feature, as the metadata spells it, or
+            None when the row as a whole is invalid.
+        reason: What is wrong, as a sentence.
+    """
+
+    def __init__(self, feature: str | None, reason: str) -> None:
+        super().__init__(f"{feature}: {reason}" if feature else reason)
+        self.feature = feature
+        self.reason = reason

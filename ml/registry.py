@@ -1,0 +1,102 @@
+"""Model registry over the model folder.
+
+Layout: `<model_dir>/<name>/<version>/model.cbm` with `metadata.json` beside
+it. Versions are whole numbers; the highest one is served.
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import catboost
+
+from ml.errors import ModelUnavailable
+from ml.metadata import ModelMetadata
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.cbm"
+METADATA_FILE = "metadata.json"
+
+
+def _versions(model_dir: Path, name: str) -> list[int]:
+    folder = model_dir / name
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def next_version_dir(model_dir: Path, name: str) -> Path:
+    """Return the folder for a new version of model `name` (not created yet)."""
+    versions = _versions(model_dir, name)
+    return model_dir / name / str((versions[-1] + 1) if versions else 1)
+
+
+def latest_version_dir(model_dir: Path, name: str) -> Path | None:
+    versions = _versions(model_dir, name)
+    return model_dir / name / str(versions[-1]) if versions else None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model version in memory, ready to predict."""
+
+    metadata: ModelMetadata
+    model: catboost.CatBoostClassifier
+    directory: Path
+
+
+def load_latest(model_dir: Path, name: str) -> LoadedModel:
+    """Load the newest version of model `name` and check that it answers.
+
+    Raises:
+        ModelUnavailable: No version exists, or the newest one cannot be read
+            or fails to predict a sample row. The message names the folder and
+            how to fix it.
+    """
+    directory = latest_version_dir(model_dir, name)
+    if directory is None:
+        raise ModelUnavailable(
+            f"No model {name!r} found under {model_dir}. "
+            "Train one with `fieldguard train`."
+        )
+    try:
+        metadata = ModelMetadata.read(directory / METADATA_FILE)
+        model = catboost.CatBoostClassifier()
+        model.load_model(str(directory / MODEL_FILE))
+    except (OSError, ValueError, KeyError, TypeError, catboost.CatBoostError) as error:
+        raise ModelUnavailable(
+            f"Model {name!r} version {directory.name} in {directory} is missing "
+            f"or broken ({type(error).__name__}: {error}). "
+            "Train a new version with `fieldguard train`."
+        ) from error
+
+    loaded = LoadedModel(metadata=metadata, model=model, directory=directory)
+    _check_answers(loaded)
+    logger.info("Loaded model %s version %s from %s", name, metadata.version, directory)
+    return loaded
+
+
+def _check_answers(loaded: LoadedModel) -> None:
+    from ml.predict import predict_rows
+
+    sample = {spec.name: None for spec in loaded.metadata.features}
+    first_numeric = next(
+        (s for s in loaded.metadata.features if s.kind == "numeric"), None
+    )
+    if first_numeric is not None and first_numeric.maximum is not None:
+        sample[first_numeric.name] = first_numeric.maximum / 2
+    try:
+        result = predict_rows(loaded, [sample])
+    except Exception as error:  # noqa: BLE001 - any failure means unusable
+        raise ModelUnavailable(
+            f"Model {loaded.metadata.name!r} version {loaded.metadata.version} "
+            f"failed to predict a sample row ({type(error).__name__}: {error})."
+        ) from error
+    total = sum(result[0].probabilities.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ModelUnavailable(
+            f"Model {loaded.metadata.name!r} version {loaded.metadata.version} "
+            f"returned probabilities summing to {total}."
+        )

@@ -1,0 +1,61 @@
+"""The permission catalogue and the built-in roles.
+
+This module is the one place that names permissions. The database is seeded
+from it, the GraphQL schema refers to it, and the role documentation is
+derived from it.
+"""
+
+import enum
+from types import MappingProxyType
+
+
+class Permission(enum.StrEnum):
+    """A permission, named `area:action`."""
+
+    PREDICT_RUN = "predict:run"
+    PREDICT_PROBA = "predict:proba"
+    USERS_READ = "users:read"
+    USERS_WRITE = "users:write"
+    ROLES_READ = "roles:read"
+    ROLES_WRITE = "roles:write"
+
+
+PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
+    {
+        Permission.PREDICT_RUN: "Run a model and read the predicted label.",
+        Permission.PREDICT_PROBA: "Read the class probabilities of a prediction.",
+        Permission.USERS_READ: "Read other users' accounts.",
+        Permission.USERS_WRITE: "Create, change and deactivate user accounts.",
+        Permission.ROLES_READ: "Read roles and the permissions they grant.",
+        Permission.ROLES_WRITE: "Create, change and delete roles.",
+    }
+)
+
+
+class BuiltinRole(enum.StrEnum):
+    """A role that the service creates at initialization."""
+
+    ADMIN = "admin"
+    ANALYST = "analyst"
+    VIEWER = "viewer"
+
+
+BUILTIN_ROLE_PERMISSIONS: MappingProxyType[BuiltinRole, frozenset[Permission]] = (
+    MappingProxyType(
+        {
+            BuiltinRole.ADMIN: frozenset(Permission),
+            BuiltinRole.ANALYST: frozenset(
+                {Permission.PREDICT_RUN, Permission.PREDICT_PROBA}
+            ),
+            BuiltinRole.VIEWER: frozenset({Permission.PREDICT_RUN}),
+        }
+    )
+)
+
+BUILTIN_ROLE_DESCRIPTIONS: MappingProxyType[BuiltinRole, str] = MappingProxyType(
+    {
+        BuiltinRole.ADMIN: "Every permission in the catalogue.",
+        BuiltinRole.ANALYST: "Runs predictions and reads class probabilities.",
+        BuiltinRole.VIEWER: "Runs predictions and reads the predicted label only.",
+    }
+)
