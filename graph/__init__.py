@@ -1,0 +1,1 @@
+"""The GraphQL service of fieldguard."""

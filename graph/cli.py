@@ -1,0 +1,247 @@
+"""The `fieldguard` command."""
+
+import argparse
+import asyncio
+import getpass
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from graph.settings import Settings, SettingsError
+
+logger = logging.getLogger("fieldguard")
+
+
+class CommandError(Exception):
+    """A command failed for a reason the operator can fix; the message says how."""
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _database_services(settings: Settings):  # type: ignore[no-untyped-def]
+    from graph.app import build_hasher
+    from schema.database import create_service_engine, create_session_factory
+    from schema.passwords import PasswordPolicy
+
+    engine = create_service_engine(settings.resolved_database_url)
+    return (
+        engine,
+        create_session_factory(engine),
+        build_hasher(settings),
+        PasswordPolicy(min_length=settings.password_min_length),
+    )
+
+
+def _check_schema_current(settings: Settings) -> None:
+    from schema.database import migration_state
+
+    current, head = migration_state(settings.resolved_database_url)
+    if current != head:
+        raise CommandError(
+            f"The database is at revision {current or 'none'}, not {head}. "
+            "Run `fieldguard init` first."
+        )
+
+
+async def _init(settings: Settings) -> None:
+    from schema.errors import InvalidInput
+    from schema.roles import seed_catalogue
+    from schema.users import create_user, get_user_by_username
+
+    engine, sessions, hasher, policy = _database_services(settings)
+    try:
+        async with sessions() as session, session.begin():
+            await seed_catalogue(session)
+            if await get_user_by_username(session, settings.admin_username):
+                print(f"Admin user {settings.admin_username!r} exists already.")
+                return
+            generated = settings.admin_password is None
+            password = (
+                secrets.token_urlsafe(18)
+                if settings.admin_password is None
+                else settings.admin_password.get_secret_value()
+            )
+            try:
+                await create_user(
+                    session,
+                    username=settings.admin_username,
+                    password=password,
+                    role_names=["admin"],
+                    hasher=hasher,
+                    policy=policy,
+                )
+            except InvalidInput as error:
+                variable = (
+                    "FIELDGUARD_ADMIN_USERNAME"
+                    if error.field == "username"
+                    else "FIELDGUARD_ADMIN_PASSWORD"
+                )
+                raise CommandError(f"{variable} {error.reason}") from error
+        if generated:
+            # Shown once on purpose: it is not stored anywhere in clear text.
+            print(
+                f"Created admin user {settings.admin_username!r} with the "
+                f"generated password:\n\n    {password}\n\n"
+                "It is shown only this once."
+            )
+        else:
+            print(
+                f"Created admin user {settings.admin_username!r} with the password "
+                "from FIELDGUARD_ADMIN_PASSWORD."
+            )
+    finally:
+        await engine.dispose()
+
+
+def command_init(settings: Settings, _args: argparse.Namespace) -> None:
+    from schema.database import migrate
+
+    migrate(settings.resolved_database_url)
+    asyncio.run(_init(settings))
+
+
+def command_train(settings: Settings, args: argparse.Namespace) -> None:
+    from ml.registry import latest_version_dir
+    from ml.train import MODEL_NAME, train_penguins
+
+    model_dir = settings.resolved_model_dir
+    if args.if_missing and latest_version_dir(model_dir, MODEL_NAME) is not None:
+        print(f"Model {MODEL_NAME!r} exists in {model_dir}; not training.")
+        return
+    result = train_penguins(model_dir, iterations=args.iterations)
+    accuracy = result.metadata.metrics["accuracy"]
+    print(
+        f"Trained {MODEL_NAME!r} version {result.metadata.version} in "
+        f"{result.directory}: held-out accuracy {accuracy:.3f}."
+    )
+
+
+def _read_new_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    second = getpass.getpass("Repeat password: ")
+    if first != second:
+        raise CommandError("The passwords do not match.")
+    return first
+
+
+async def _create_user(settings: Settings, username: str, roles: Sequence[str]) -> None:
+    from schema.errors import Conflict, InvalidInput
+    from schema.users import create_user
+
+    password = _read_new_password()
+    engine, sessions, hasher, policy = _database_services(settings)
+    try:
+        async with sessions() as session, session.begin():
+            user = await create_user(
+                session,
+                username=username,
+                password=password,
+                role_names=roles,
+                hasher=hasher,
+                policy=policy,
+            )
+            print(
+                f"Created user {user.username!r} (id {user.id}) with roles "
+                f"{', '.join(user.role_names) or 'none'}."
+            )
+    except (InvalidInput, Conflict) as error:
+        raise CommandError(str(error)) from error
+    finally:
+        await engine.dispose()
+
+
+def command_create_user(settings: Settings, args: argparse.Namespace) -> None:
+    _check_schema_current(settings)
+    asyncio.run(_create_user(settings, args.username, args.role))
+
+
+def command_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from graph.app import create_app
+    from ml.errors import ModelUnavailable
+
+    _check_schema_current(settings)
+    try:
+        app = create_app(settings)
+    except ModelUnavailable as error:
+        raise CommandError(str(error)) from error
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+
+
+def command_export_schema(_settings: Settings, _args: argparse.Namespace) -> None:
+    from graph.api import build_schema
+
+    print(build_schema().as_str())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldguard",
+        description="GraphQL service for CatBoost predictions with per-field access.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    init = commands.add_parser(
+        "init",
+        help="Migrate the database, seed permissions and roles, create the admin.",
+    )
+    init.set_defaults(handler=command_init)
+
+    serve = commands.add_parser("serve", help="Serve GraphQL at /graphql.")
+    serve.add_argument("--host", default="127.0.0.1", help="Address to bind.")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to bind.")
+    serve.set_defaults(handler=command_serve)
+
+    train = commands.add_parser("train", help="Train a new version of the model.")
+    train.add_argument(
+        "--if-missing", action="store_true", help="Do nothing when a model exists."
+    )
+    train.add_argument(
+        "--iterations", type=int, default=300, help="Boosting iterations."
+    )
+    train.set_defaults(handler=command_train)
+
+    create_user = commands.add_parser(
+        "create-user",
+        help="Create a user; the password is read from standard input or a prompt.",
+    )
+    create_user.add_argument("username")
+    create_user.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        help="Role to grant; repeat for several roles.",
+    )
+    create_user.set_defaults(handler=command_create_user)
+
+    export = commands.add_parser("export-schema", help="Print the GraphQL SDL.")
+    export.set_defaults(handler=command_export_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(f"fieldguard: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    _configure_logging(settings)
+    try:
+        args.handler(settings, args)
+    except (CommandError, SettingsError) as error:
+        print(f"fieldguard: {error}", file=sys.stderr)
+        return 1
+    return 0

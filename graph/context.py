@@ -1,0 +1,128 @@
+"""The request context: who is calling, and the services a resolver may use.
+
+The context is built once per request, in `async def` so that it does not
+cost a thread-pool hop. The bearer token is verified and the user loaded here,
+once, so that permission checks on every field are set lookups.
+"""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from strawberry.fastapi import BaseContext
+
+from graph.settings import Settings
+from graph.tokens import InvalidToken, TokenSettings, verify_access_token
+from ml.registry import LoadedModel
+from schema.passwords import PasswordPolicy, ThreadedPasswordHasher
+from schema.users import get_active_user
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Services:
+    """What the service holds for its whole life, built at start-up."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    tokens: TokenSettings
+    hasher: ThreadedPasswordHasher
+    password_policy: PasswordPolicy
+    model: LoadedModel
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """Open a session in a transaction, committed when the block succeeds."""
+        async with self.session_factory() as session, session.begin():
+            yield session
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The signed-in user a request acts for."""
+
+    user_id: int
+    username: str
+    roles: tuple[str, ...]
+    permissions: frozenset[str]
+
+
+@dataclass(kw_only=True)
+class Context(BaseContext):
+    services: Services
+    request_id: str
+    principal: Principal | None = None
+    # Why a presented token was not accepted; for messages and logs only.
+    auth_failure: str | None = None
+    client_ip: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return ""
+    return credentials.strip()
+
+
+async def load_principal(
+    services: Services, authorization: str | None
+) -> tuple[Principal | None, str | None]:
+    """Return the principal of an `Authorization` header value.
+
+    Returns:
+        The principal, or None with the reason when the header is missing or
+        its token cannot be trusted. No exception escapes, so that a bad token
+        only matters on fields that need a signed-in user.
+    """
+    token = _bearer_token(authorization)
+    if token is None:
+        return None, None
+    if token == "":
+        return None, "the Authorization header is not a bearer token"
+    try:
+        claims = verify_access_token(services.tokens, token)
+    except InvalidToken as error:
+        logger.info("Rejected access token: %s", error)
+        return None, "the access token is invalid or expired"
+
+    async with services.session_factory() as session:
+        user = await get_active_user(session, claims.user_id)
+        if user is None:
+            logger.info(
+                "Rejected access token of missing or inactive user %s", claims.user_id
+            )
+            return None, "the access token is invalid or expired"
+        principal = Principal(
+            user_id=user.id,
+            username=user.username,
+            roles=tuple(user.role_names),
+            permissions=user.permission_names,
+        )
+    return principal, None
+
+
+async def build_context(request: Request) -> Context:
+    services: Services = request.app.state.services
+    principal, failure = await load_principal(
+        services, request.headers.get("authorization")
+    )
+    request_id = uuid.uuid4().hex
+    request.state.request_id = request_id
+    return Context(
+        services=services,
+        request_id=request_id,
+        principal=principal,
+        auth_failure=failure,
+        client_ip=request.client.host if request.client else None,
+    )

@@ -1,0 +1,147 @@
+"""Error codes and the mapping of domain errors to GraphQL errors.
+
+Every error a client sees carries `extensions.code` from `ErrorCode`. Services
+raise domain errors; `to_client_error` turns each into a GraphQL error at the
+edge. Anything else is unexpected and reaches the client masked.
+"""
+
+from enum import StrEnum
+
+from graphql import GraphQLError
+from strawberry.utils.str_converters import to_camel_case
+
+from ml.errors import InvalidFeatures, ModelUnavailable
+from schema.errors import (
+    Conflict,
+    DomainError,
+    InvalidCredentials,
+    InvalidInput,
+    NotFound,
+)
+
+
+class ErrorCode(StrEnum):
+    """Stable values of `extensions.code`."""
+
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    BAD_USER_INPUT = "BAD_USER_INPUT"
+    NOT_FOUND = "NOT_FOUND"
+    CONFLICT = "CONFLICT"
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+
+
+INVALID_CREDENTIALS_MESSAGE = "Invalid username or password."
+MASKED_MESSAGE = "Unexpected error. Quote the request id when reporting it."
+
+
+class ClientError(GraphQLError):
+    """A GraphQL error meant for the client, with a stable code."""
+
+    def __init__(self, code: ErrorCode, message: str, **extensions: object) -> None:
+        super().__init__(message, extensions={"code": code.value, **extensions})
+
+
+def error_code(error: GraphQLError) -> str | None:
+    extensions = error.extensions or {}
+    code = extensions.get("code")
+    return code if isinstance(code, str) else None
+
+
+def bad_input(field: str, reason: str) -> ClientError:
+    return ClientError(
+        ErrorCode.BAD_USER_INPUT,
+        f"Invalid value for {field}: {reason}",
+        field=field,
+        reason=reason,
+    )
+
+
+def to_client_error(error: Exception) -> ClientError | None:
+    """Map a domain error to the error the client sees, or None if unexpected."""
+    match error:
+        case InvalidCredentials():
+            return ClientError(ErrorCode.UNAUTHENTICATED, INVALID_CREDENTIALS_MESSAGE)
+        case InvalidInput(field=field, reason=reason):
+            return bad_input(to_camel_case(field), reason)
+        case InvalidFeatures(feature=None, reason=reason):
+            return ClientError(
+                ErrorCode.BAD_USER_INPUT, f"Invalid input: {reason}", reason=reason
+            )
+        case InvalidFeatures(feature=str() as feature, reason=reason):
+            return bad_input(to_camel_case(feature), reason)
+        case NotFound():
+            return ClientError(ErrorCode.NOT_FOUND, str(error))
+        case Conflict():
+            return ClientError(ErrorCode.CONFLICT, str(error))
+        case ModelUnavailable():
+            return ClientError(
+                ErrorCode.SERVICE_UNAVAILABLE, "The model is not available right now."
+            )
+        case DomainError():
+            return None
+    return None
+
+
+def to_client_errors(
+    errors: list[GraphQLError], request_id: str | None
+) -> list[GraphQLError]:
+    """Give every error a stable code and mask the unexpected ones.
+
+    Domain errors become their client error. GraphQL errors from parsing,
+    validation and variable coercion keep their message and get a code.
+    Any other error is replaced by a masked one that carries the request id;
+    the schema logs the real error with the same id.
+    """
+    return [_to_client_error(error, request_id) for error in errors]
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """Tell whether an error is a fault of the service rather than of the request."""
+    if error_code(error) is not None:
+        return False
+    original = error.original_error
+    if original is None or (error.path is None and _is_variable_error(error)):
+        return False
+    return to_client_error(original) is None
+
+
+def _to_client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    if error_code(error) is not None:
+        return error
+    original = error.original_error
+    if original is None or (error.path is None and _is_variable_error(error)):
+        error.extensions = {
+            **(error.extensions or {}),
+            "code": _classify_request_error(error),
+        }
+        return error
+    mapped = to_client_error(original)
+    if mapped is None:
+        mapped = ClientError(
+            ErrorCode.INTERNAL_SERVER_ERROR, MASKED_MESSAGE, requestId=request_id
+        )
+    return GraphQLError(
+        mapped.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=mapped.extensions,
+    )
+
+
+def _is_variable_error(error: GraphQLError) -> bool:
+    # graphql-core's wording for variables that fail coercion.
+    return error.message.startswith("Variable '$")
+
+
+def _classify_request_error(error: GraphQLError) -> ErrorCode:
+    if error.message.startswith("Syntax Error"):
+        return ErrorCode.GRAPHQL_PARSE_FAILED
+    if _is_variable_error(error):
+        return ErrorCode.BAD_USER_INPUT
+    return ErrorCode.GRAPHQL_VALIDATION_FAILED

@@ -1,0 +1,140 @@
+"""Settings, read from `FIELDGUARD_*` environment variables.
+
+This is the one module that reads the environment; everything else receives
+values from a `Settings` instance.
+"""
+
+import logging
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+MIN_SECRET_BYTES = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class SettingsError(RuntimeError):
+    """The settings do not allow the service to start; the message says why."""
+
+
+class Settings(BaseSettings):
+    """Service settings; each field reads `FIELDGUARD_<NAME>` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FIELDGUARD_", frozen=True)
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    database_pool_size: Annotated[int, Field(ge=1, le=100)] = 5
+    model_dir: Path | None = None
+    model_name: str = "penguins"
+
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "fieldguard"
+    jwt_audience: str = "fieldguard"
+    access_token_ttl_seconds: Annotated[int, Field(ge=300, le=900)] = 900
+    token_leeway_seconds: Annotated[int, Field(ge=0, le=30)] = 10
+
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+
+    password_min_length: Annotated[int, Field(ge=12, le=64)] = 12
+    argon2_memory_cost_kib: Annotated[int, Field(ge=8, le=1024 * 1024)] = 19 * 1024
+    argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 2
+    argon2_parallelism: Annotated[int, Field(ge=1, le=16)] = 1
+    max_concurrent_hashes: Annotated[int, Field(ge=1, le=64)] = 4
+
+    graphiql: bool | None = None
+    max_query_depth: Annotated[int, Field(ge=2, le=50)] = 10
+    max_aliases: Annotated[int, Field(ge=1, le=1000)] = 30
+    max_query_tokens: Annotated[int, Field(ge=50, le=100_000)] = 2000
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check_production_secret(self) -> "Settings":
+        if self.env is Environment.PRODUCTION:
+            if self.jwt_secret is None:
+                raise ValueError(
+                    "FIELDGUARD_JWT_SECRET is required when FIELDGUARD_ENV=production."
+                )
+            if len(self.jwt_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"FIELDGUARD_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes."
+                )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'fieldguard.db').resolve()}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return (
+            self.model_dir if self.model_dir is not None else self.data_dir / "models"
+        )
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        if self.graphiql is not None:
+            return self.graphiql
+        return self.env is Environment.DEVELOPMENT
+
+    def signing_secret(self) -> str:
+        """Return the JWT signing secret.
+
+        In development without `FIELDGUARD_JWT_SECRET`, a random secret is
+        generated once and kept in `<data_dir>/jwt_secret`, so that tokens
+        survive a restart and several workers agree on it.
+        """
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        if self.env is Environment.PRODUCTION:
+            raise SettingsError("FIELDGUARD_JWT_SECRET is required in production.")
+        path = self.data_dir / "jwt_secret"
+        if not path.exists():
+            _create_secret_file(path)
+            logger.warning(
+                "FIELDGUARD_JWT_SECRET is not set: using a development secret "
+                "kept in %s. Set FIELDGUARD_JWT_SECRET in production.",
+                path,
+            )
+        secret = path.read_text(encoding="ascii").strip()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"The development secret in {path} is shorter than "
+                f"{MIN_SECRET_BYTES} bytes; delete the file to generate a new one."
+            )
+        return secret
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write a random secret to `path` unless another process got there first.
+
+    The secret is written to a private temporary file and hard-linked into
+    place, so a concurrent reader sees either no file or the whole secret.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(secrets.token_urlsafe(48))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()

@@ -1,0 +1,116 @@
+"""Issuing and verifying access tokens (JWT, HS256).
+
+Verification follows RFC 8725: one allowed algorithm, required registered
+claims, an explicit token type, bounded leeway, and no key material taken
+from the token's own header.
+"""
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+# RFC 9068 media type of JWT access tokens; it keeps access tokens apart from
+# any other token type the service signs with the same key.
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti")
+# Headers that point at keys chosen by whoever made the token.
+FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    secret: str
+    issuer: str
+    audience: str
+    ttl_seconds: int
+    leeway_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    token_id: str
+    issued_at: int
+    expires_at: int
+
+
+class InvalidToken(Exception):
+    """The token cannot be trusted; the message says why, for logs only."""
+
+
+def issue_access_token(
+    settings: TokenSettings, *, user_id: int, now: float | None = None
+) -> IssuedToken:
+    issued_at = int(now if now is not None else time.time())
+    claims = {
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "sub": str(user_id),
+        "iat": issued_at,
+        "exp": issued_at + settings.ttl_seconds,
+        "jti": secrets.token_urlsafe(16),
+    }
+    token = jwt.encode(
+        claims, settings.secret, algorithm=ALGORITHM, headers={"typ": ACCESS_TOKEN_TYPE}
+    )
+    return IssuedToken(token=token, expires_in=settings.ttl_seconds)
+
+
+def verify_access_token(
+    settings: TokenSettings, token: str, *, now: float | None = None
+) -> AccessClaims:
+    """Verify an access token and return its claims.
+
+    Raises:
+        InvalidToken: The token is malformed, forged, expired, of another type,
+            or lacks a required claim.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise InvalidToken(f"malformed token: {error}") from error
+    if header.get("alg") != ALGORITHM:
+        raise InvalidToken(f"algorithm {header.get('alg')!r} is not allowed")
+    if header.get("typ") != ACCESS_TOKEN_TYPE:
+        raise InvalidToken(f"token type {header.get('typ')!r} is not an access token")
+    if FORBIDDEN_HEADERS & header.keys():
+        raise InvalidToken("token header names its own key")
+
+    current = now if now is not None else time.time()
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret,
+            algorithms=[ALGORITHM],
+            audience=settings.audience,
+            issuer=settings.issuer,
+            leeway=settings.leeway_seconds,
+            options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
+        )
+    except jwt.PyJWTError as error:
+        raise InvalidToken(f"{type(error).__name__}: {error}") from error
+
+    # PyJWT checks `exp` against its own clock; check again against `current`
+    # so that callers with a controlled clock get the same rule.
+    if claims["exp"] + settings.leeway_seconds < current:
+        raise InvalidToken("token has expired")
+    if claims["iat"] - settings.leeway_seconds > current:
+        raise InvalidToken("token was issued in the future")
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject.isdigit():
+        raise InvalidToken("subject is not a user id")
+    return AccessClaims(
+        user_id=int(subject),
+        token_id=str(claims["jti"]),
+        issued_at=int(claims["iat"]),
+        expires_at=int(claims["exp"]),
+    )
