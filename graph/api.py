@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import strawberry
 from graphql import GraphQLError, ValuesOfCorrectTypeRule
@@ -79,12 +79,14 @@ def build_schema(
     return FieldguardSchema(
         query=Query,
         mutation=Mutation,
+        # Factories, so that every request gets fresh extension instances; the
+        # parser and validation caches live at module level and are shared.
         extensions=[
-            InputErrorCodes(),
-            QueryDepthLimiter(max_depth=max_depth),
-            MaxAliasesLimiter(max_alias_count=max_aliases),
-            MaxTokensLimiter(max_token_count=max_tokens),
-            ParserCache(maxsize=256),
-            ValidationCache(maxsize=256),
+            InputErrorCodes,
+            partial(QueryDepthLimiter, max_depth=max_depth),
+            partial(MaxAliasesLimiter, max_alias_count=max_aliases),
+            partial(MaxTokensLimiter, max_token_count=max_tokens),
+            partial(ParserCache, maxsize=256),
+            partial(ValidationCache, maxsize=256),
         ],
     )

@@ -16,7 +16,7 @@ logger = logging.getLogger("fieldguard")
 
 
 class CommandError(Exception):
-    """A command failed for a reason the operator can fix; the message says how."""
+    """A command failed for a reason the operator can fix, given in the message."""
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Services:
-    """What the service holds for its whole life, built at start-up."""
+    """Long-lived service objects, built at start-up."""
 
     settings: Settings
     engine: AsyncEngine

@@ -61,7 +61,7 @@ def bad_input(field: str, reason: str) -> ClientError:
 
 
 def to_client_error(error: Exception) -> ClientError | None:
-    """Map a domain error to the error the client sees, or None if unexpected."""
+    """Map a domain error to the error sent to the client, or None if unexpected."""
     match error:
         case InvalidCredentials():
             return ClientError(ErrorCode.UNAUTHENTICATED, INVALID_CREDENTIALS_MESSAGE)

@@ -3,7 +3,7 @@
 Every field of the schema carries exactly one rule, applied with
 `PermissionExtension` so that it also appears in `schema.graphql` as a
 directive: `@public`, `@signedIn`, `@requires(permission: ...)` or
-`@ownerOr(permission: ...)`. A reader of the SDL knows who may read each field
+`@ownerOr(permission: ...)`. A reader of the SDL can tell who may read each field
 without opening the code.
 
 The checks are synchronous set lookups on the principal loaded once per
@@ -62,14 +62,19 @@ class OwnerOrDirective:
     permission: str
 
 
-def _deny(info: Info[Context, Any]) -> NoReturn:
+def _deny(info: Info[Context, Any], permission: Permission | None = None) -> NoReturn:
     context = info.context
     if context.principal is None:
         reason = context.auth_failure or "this field requires a signed-in user"
         raise ClientError(ErrorCode.UNAUTHENTICATED, f"Not authenticated: {reason}.")
+    if permission is None:
+        raise ClientError(
+            ErrorCode.FORBIDDEN, f"Not allowed to read {info.field_name}."
+        )
     raise ClientError(
         ErrorCode.FORBIDDEN,
-        f"Not allowed to read {info.parent_type.name}.{info.field_name}.",
+        f"Not allowed to read {info.field_name}: it requires {permission.value}.",
+        requiredPermission=permission.value,
     )
 
 
@@ -103,7 +108,7 @@ class HasPermission(BasePermission):
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         principal = info.context.principal
         if principal is None or self.permission not in principal.permissions:
-            _deny(info)
+            _deny(info, self.permission)
         return True
 
 
@@ -124,7 +129,7 @@ class IsOwnerOr(BasePermission):
         if principal.user_id == source.user_id:
             return True
         if self.permission not in principal.permissions:
-            _deny(info)
+            _deny(info, self.permission)
         return True
 
 

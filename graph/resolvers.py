@@ -73,7 +73,7 @@ class Mutation:
             len(username) > MAX_LOGIN_FIELD_LENGTH
             or len(password) > MAX_LOGIN_FIELD_LENGTH
         ):
-            # Still costs one hash, so that the length does not shorten the answer.
+            # Still costs one hash, so that the length does not shorten the response.
             await services.hasher.verify("x", None)
             logger.info("Login failed: reason=oversized_input ip=%s", context.client_ip)
             raise InvalidCredentials("oversized_input")

@@ -25,7 +25,7 @@ class Environment(StrEnum):
 
 
 class SettingsError(RuntimeError):
-    """The settings do not allow the service to start; the message says why."""
+    """The settings do not allow the service to start. The message gives the reason."""
 
 
 class Settings(BaseSettings):

@@ -16,7 +16,7 @@ ALGORITHM = "HS256"
 # any other token type the service signs with the same key.
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti")
-# Headers that point at keys chosen by whoever made the token.
+# Headers that point at keys chosen by the token's creator.
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 
 
@@ -44,7 +44,7 @@ class AccessClaims:
 
 
 class InvalidToken(Exception):
-    """The token cannot be trusted; the message says why, for logs only."""
+    """The token cannot be trusted. The message gives the reason, for logs only."""
 
 
 def issue_access_token(
@@ -87,30 +87,46 @@ def verify_access_token(
 
     current = now if now is not None else time.time()
     try:
+        # Times are checked below against `current`, so that a caller with a
+        # controlled clock gets the same rules as the wall clock.
         claims = jwt.decode(
             token,
             settings.secret,
             algorithms=[ALGORITHM],
             audience=settings.audience,
             issuer=settings.issuer,
-            leeway=settings.leeway_seconds,
-            options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
     except jwt.PyJWTError as error:
         raise InvalidToken(f"{type(error).__name__}: {error}") from error
 
-    # PyJWT checks `exp` against its own clock; check again against `current`
-    # so that callers with a controlled clock get the same rule.
-    if claims["exp"] + settings.leeway_seconds < current:
+    leeway = settings.leeway_seconds
+    expires_at = _numeric_claim(claims, "exp")
+    issued_at = _numeric_claim(claims, "iat")
+    if expires_at + leeway < current:
         raise InvalidToken("token has expired")
-    if claims["iat"] - settings.leeway_seconds > current:
+    if issued_at - leeway > current:
         raise InvalidToken("token was issued in the future")
+    if "nbf" in claims and _numeric_claim(claims, "nbf") - leeway > current:
+        raise InvalidToken("token is not valid yet")
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject.isdigit():
         raise InvalidToken("subject is not a user id")
     return AccessClaims(
         user_id=int(subject),
         token_id=str(claims["jti"]),
-        issued_at=int(claims["iat"]),
-        expires_at=int(claims["exp"]),
+        issued_at=int(issued_at),
+        expires_at=int(expires_at),
     )
+
+
+def _numeric_claim(claims: dict[str, object], name: str) -> float:
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"claim {name!r} is not a number")
+    return float(value)

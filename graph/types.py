@@ -85,7 +85,7 @@ class ClassProbability:
     )
 
 
-@strawberry.type(description="A model's answer for one row of features.")
+@strawberry.type(description="A model's prediction for one row of features.")
 class Prediction:
     label: str | None = strawberry.field(
         extensions=requires(Permission.PREDICT_RUN),

@@ -2,7 +2,7 @@
 
 
 class ModelUnavailable(Exception):
-    """No usable model could be loaded; the message says which and why."""
+    """No usable model could be loaded. The message names the model and the reason."""
 
 
 class InvalidFeatures(ValueError):

@@ -31,7 +31,7 @@ class FeatureSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelMetadata:
-    """What is known about one model version."""
+    """Description of one model version: features, classes and metrics."""
 
     name: str
     version: str

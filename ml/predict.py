@@ -39,9 +39,9 @@ def _validate_categorical(spec: FeatureSpec, value: object) -> str:
         raise InvalidFeatures(spec.name, f"must be a string (got {value!r}).")
     if value not in spec.categories:
         allowed = ", ".join(spec.categories)
-        shown = value if len(value) <= 40 else value[:40] + "..."
+        truncated = value if len(value) <= 40 else value[:40] + "..."
         raise InvalidFeatures(
-            spec.name, f"unknown value {shown!r}; expected one of: {allowed}."
+            spec.name, f"unknown value {truncated!r}; expected one of: {allowed}."
         )
     return value
 

@@ -48,7 +48,7 @@ class LoadedModel:
 
 
 def load_latest(model_dir: Path, name: str) -> LoadedModel:
-    """Load the newest version of model `name` and check that it answers.
+    """Load the newest version of model `name` and check that it predicts.
 
     Raises:
         ModelUnavailable: No version exists, or the newest one cannot be read

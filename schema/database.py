@@ -1,7 +1,7 @@
 """Database engines, sessions and migrations.
 
 A database URL is given in its plain form (`sqlite:///path.db`,
-`postgresql://user@host/db`); the driver for each use is chosen here, so that
+`postgresql://user@host/db`). This module picks the driver for each use, so
 migrations run synchronously and the service runs on asyncio drivers.
 """
 

@@ -1,7 +1,7 @@
 """Domain errors raised by the services.
 
 Each class names a fact. The GraphQL layer maps each one to a message and a
-stable error code, so nothing here knows about GraphQL.
+stable error code, so nothing here depends on GraphQL.
 """
 
 

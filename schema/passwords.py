@@ -58,7 +58,7 @@ class PasswordPolicy:
 class PasswordHasher:
     """Hashes and verifies passwords with argon2id through passlib.
 
-    Verification also tells whether the stored hash uses weaker parameters
+    Verification also reports whether the stored hash uses weaker parameters
     than the current ones, so that it can be replaced at the next login.
     """
 

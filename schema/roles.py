@@ -62,11 +62,11 @@ async def get_roles_by_name(
     Raises:
         InvalidInput: A name matches no role.
     """
-    wanted = sorted(set(names))
-    if not wanted:
+    requested = sorted(set(names))
+    if not requested:
         return []
-    found = (await session.scalars(select(Role).where(Role.name.in_(wanted)))).all()
-    missing = sorted(set(wanted) - {role.name for role in found})
+    found = (await session.scalars(select(Role).where(Role.name.in_(requested)))).all()
+    missing = sorted(set(requested) - {role.name for role in found})
     if missing:
         raise InvalidInput(field, f"unknown role(s): {', '.join(missing)}.")
     return list(found)
