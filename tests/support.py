@@ -1,0 +1,215 @@
+"""Helpers shared by the tests: a running service, users and GraphQL calls."""
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from gql import Client, GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.httpx import HTTPXTransport
+
+from schema.database import create_service_engine, create_session_factory
+from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
+from schema.users import create_user
+
+# Argon2 parameters low enough for hundreds of logins in a test run.
+TEST_ARGON2_ENV = {
+    "FIELDGUARD_ARGON2_MEMORY_COST_KIB": "64",
+    "FIELDGUARD_ARGON2_TIME_COST": "1",
+}
+TEST_JWT_SECRET = "test-secret-" + secrets.token_hex(32)
+SERVER_START_TIMEOUT_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def strong_password() -> str:
+    return "pw-" + secrets.token_urlsafe(18)
+
+
+def fieldguard_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "graph", *args]
+
+
+@dataclass(frozen=True)
+class GraphQLResult:
+    data: dict[str, Any] | None
+    errors: list[dict[str, Any]]
+
+    def codes(self) -> list[str]:
+        return [error.get("extensions", {}).get("code") for error in self.errors]
+
+    def error_at(self, *path: str | int) -> dict[str, Any]:
+        matches = [e for e in self.errors if tuple(e.get("path") or ()) == path]
+        assert matches, f"no error at {path}; errors: {self.errors}"
+        return matches[0]
+
+
+@dataclass
+class RunningService:
+    """A fieldguard server started for the tests, with its settings."""
+
+    url: str
+    env: dict[str, str]
+    database_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    def client(self, token: str | None = None) -> Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = HTTPXTransport(url=self.url, headers=headers, timeout=30)
+        return Client(transport=transport, fetch_schema_from_transport=False)
+
+    def execute(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+    ) -> GraphQLResult:
+        """Run one operation through the gql client and keep data and errors."""
+        request = GraphQLRequest(query, variable_values=variables)
+        try:
+            data = self.client(token).execute(request)
+        except TransportQueryError as error:
+            return GraphQLResult(data=error.data, errors=list(error.errors or []))
+        return GraphQLResult(data=data, errors=[])
+
+    def post(self, body: Any, *, token: str | None = None) -> httpx.Response:
+        """Send a raw JSON body, for requests the gql client refuses to build."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(self.url, json=body, headers=headers, timeout=30)
+
+    def login(self, username: str, password: str | None = None) -> str:
+        result = self.execute(
+            "mutation($u: String!, $p: String!) {"
+            " login(username: $u, password: $p) { accessToken } }",
+            {"u": username, "p": password or self.passwords[username]},
+        )
+        assert result.errors == [], result.errors
+        assert result.data is not None
+        return result.data["login"]["accessToken"]
+
+    def create_user(
+        self, username: str, roles: list[str], password: str | None = None
+    ) -> str:
+        """Create a user straight in the database and return the password."""
+        password = password or strong_password()
+        asyncio.run(_create_user(self.database_url, username, password, roles))
+        self.passwords[username] = password
+        return password
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+async def _create_user(
+    database_url: str, username: str, password: str, roles: list[str]
+) -> None:
+    engine = create_service_engine(database_url)
+    hasher = ThreadedPasswordHasher(
+        PasswordHasher(memory_cost_kib=64, time_cost=1), max_concurrent=1
+    )
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            await create_user(
+                session,
+                username=username,
+                password=password,
+                role_names=roles,
+                hasher=hasher,
+                policy=PasswordPolicy(),
+            )
+    finally:
+        await engine.dispose()
+
+
+def service_env(
+    *, database_url: str, model_dir: Path, data_dir: Path, **extra: str
+) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("FIELDGUARD_")
+    }
+    env.update(TEST_ARGON2_ENV)
+    env.update(
+        {
+            "FIELDGUARD_DATABASE_URL": database_url,
+            "FIELDGUARD_MODEL_DIR": str(model_dir),
+            "FIELDGUARD_DATA_DIR": str(data_dir),
+            "FIELDGUARD_JWT_SECRET": TEST_JWT_SECRET,
+            "FIELDGUARD_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        fieldguard_command(*args),
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_server(
+    env: dict[str, str], log_path: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `fieldguard serve` on a free loopback port and wait until it responds."""
+    port = free_port()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            fieldguard_command("serve", "--host", "127.0.0.1", "--port", str(port)),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/graphql"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"fieldguard serve exited with {process.returncode}:\n"
+                + log_path.read_text(errors="replace")
+            )
+        try:
+            httpx.post(url, json={"query": "{ __typename }"}, timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        return process, url
+    process.kill()
+    raise RuntimeError("fieldguard serve did not answer within the start timeout")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)

@@ -1,0 +1,66 @@
+"""The GraphQL schema: every field has a rule, and schema.graphql is current."""
+
+from pathlib import Path
+
+from graphql import GraphQLObjectType
+from graphql import build_schema as parse_sdl
+
+from graph.api import build_schema
+from graph.cli import main as cli_main
+
+SDL_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
+RULE_DIRECTIVES = {"public", "signedIn", "requires", "ownerOr"}
+PUBLIC_ALLOW_LIST = {
+    ("Mutation", "login"),
+    ("LoginPayload", "accessToken"),
+    ("LoginPayload", "tokenType"),
+    ("LoginPayload", "expiresIn"),
+}
+
+
+def _field_rules() -> dict[tuple[str, str], list[str]]:
+    sdl = build_schema().as_str()
+    schema = parse_sdl(sdl)
+    rules = {}
+    for type_name, graphql_type in schema.type_map.items():
+        if type_name.startswith("__") or not isinstance(
+            graphql_type, GraphQLObjectType
+        ):
+            continue
+        for field_name, field in graphql_type.fields.items():
+            directives = [d.name.value for d in field.ast_node.directives]
+            rules[(type_name, field_name)] = [
+                name for name in directives if name in RULE_DIRECTIVES
+            ]
+    return rules
+
+
+def test_every_field_has_exactly_one_rule():
+    rules = _field_rules()
+    assert rules, "no object fields found"
+    missing = sorted(f"{t}.{f}" for (t, f), found in rules.items() if not found)
+    doubled = sorted(f"{t}.{f}" for (t, f), found in rules.items() if len(found) > 1)
+    assert missing == []
+    assert doubled == []
+
+
+def test_public_fields_are_the_allow_list():
+    public = {key for key, found in _field_rules().items() if found == ["public"]}
+    assert public == PUBLIC_ALLOW_LIST
+
+
+def test_probabilities_and_label_need_their_permissions():
+    sdl = build_schema().as_str()
+    assert 'label: String @requires(permission: "predict:run")' in sdl
+    assert (
+        'probabilities: [ClassProbability!] @requires(permission: "predict:proba")'
+        in sdl
+    )
+
+
+def test_schema_file_matches_code(capsys):
+    assert cli_main(["export-schema"]) == 0
+    exported = capsys.readouterr().out
+    assert SDL_PATH.read_text(encoding="utf-8") == exported, (
+        "schema.graphql is stale; run `fieldguard export-schema > schema.graphql`"
+    )

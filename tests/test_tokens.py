@@ -1,0 +1,101 @@
+"""Access token issue and verification, without a server."""
+
+import jwt
+import pytest
+
+from graph.tokens import (
+    InvalidToken,
+    TokenSettings,
+    issue_access_token,
+    verify_access_token,
+)
+
+SETTINGS = TokenSettings(
+    secret="s" * 48,
+    issuer="fieldguard",
+    audience="fieldguard",
+    ttl_seconds=900,
+    leeway_seconds=10,
+)
+NOW = 1_800_000_000
+
+
+def test_round_trip_keeps_user_id():
+    issued = issue_access_token(SETTINGS, user_id=42, now=NOW)
+    claims = verify_access_token(SETTINGS, issued.token, now=NOW + 1)
+    assert claims.user_id == 42
+    assert claims.expires_at == NOW + 900
+    assert issued.expires_in == 900
+
+
+def test_every_token_has_its_own_id():
+    first = verify_access_token(
+        SETTINGS, issue_access_token(SETTINGS, user_id=1, now=NOW).token, now=NOW
+    )
+    second = verify_access_token(
+        SETTINGS, issue_access_token(SETTINGS, user_id=1, now=NOW).token, now=NOW
+    )
+    assert first.token_id != second.token_id
+
+
+def test_expiry_allows_only_the_leeway():
+    token = issue_access_token(SETTINGS, user_id=1, now=NOW - 900).token
+    verify_access_token(SETTINGS, token, now=NOW + 9)
+    with pytest.raises(InvalidToken):
+        verify_access_token(SETTINGS, token, now=NOW + 11)
+
+
+def test_future_issue_time_is_rejected():
+    token = issue_access_token(SETTINGS, user_id=1, now=NOW + 60).token
+    with pytest.raises(InvalidToken):
+        verify_access_token(SETTINGS, token, now=NOW)
+
+
+def test_required_claims_are_enforced():
+    for claim in ("iss", "aud", "sub", "exp", "iat", "jti"):
+        claims = {
+            "iss": "fieldguard",
+            "aud": "fieldguard",
+            "sub": "1",
+            "iat": NOW,
+            "exp": NOW + 60,
+            "jti": "x",
+        }
+        del claims[claim]
+        token = jwt.encode(
+            claims, SETTINGS.secret, algorithm="HS256", headers={"typ": "at+jwt"}
+        )
+        with pytest.raises(InvalidToken):
+            verify_access_token(SETTINGS, token, now=NOW)
+
+
+def test_non_numeric_subject_is_rejected():
+    claims = {
+        "iss": "fieldguard",
+        "aud": "fieldguard",
+        "sub": "admin",
+        "iat": NOW,
+        "exp": NOW + 60,
+        "jti": "x",
+    }
+    token = jwt.encode(
+        claims, SETTINGS.secret, algorithm="HS256", headers={"typ": "at+jwt"}
+    )
+    with pytest.raises(InvalidToken, match="subject"):
+        verify_access_token(SETTINGS, token, now=NOW)
+
+
+@pytest.mark.parametrize("header", ["jku", "x5u", "jwk", "x5c"])
+def test_key_bearing_headers_are_rejected(header):
+    issued = issue_access_token(SETTINGS, user_id=1, now=NOW)
+    claims = jwt.decode(
+        issued.token, options={"verify_signature": False}, algorithms=["HS256"]
+    )
+    token = jwt.encode(
+        claims,
+        SETTINGS.secret,
+        algorithm="HS256",
+        headers={"typ": "at+jwt", header: "http://127.0.0.1:1/key"},
+    )
+    with pytest.raises(InvalidToken, match="own key"):
+        verify_access_token(SETTINGS, token, now=NOW)
