@@ -10,34 +10,14 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
 from graph.api import build_schema
-from graph.context import Context, Services, build_context
+from graph.context import Context, build_context
 from graph.errors import to_client_errors
+from graph.services import Services, build_account_tools, token_settings
 from graph.settings import Settings
-from graph.tokens import TokenSettings
 from ml.registry import LoadedModel, load_latest
 from schema.database import create_service_engine, create_session_factory
-from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
 
 logger = logging.getLogger(__name__)
-
-
-def build_hasher(settings: Settings) -> ThreadedPasswordHasher:
-    hasher = PasswordHasher(
-        memory_cost_kib=settings.argon2_memory_cost_kib,
-        time_cost=settings.argon2_time_cost,
-        parallelism=settings.argon2_parallelism,
-    )
-    return ThreadedPasswordHasher(hasher, max_concurrent=settings.max_concurrent_hashes)
-
-
-def token_settings(settings: Settings) -> TokenSettings:
-    return TokenSettings(
-        secret=settings.signing_secret(),
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        ttl_seconds=settings.access_token_ttl_seconds,
-        leeway_seconds=settings.token_leeway_seconds,
-    )
 
 
 class FieldguardRouter(GraphQLRouter[Context, None]):
@@ -66,7 +46,7 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
     if model is None:
         model = load_latest(settings.resolved_model_dir, settings.model_name)
     tokens = token_settings(settings)
-    hasher = build_hasher(settings)
+    accounts = build_account_tools(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,8 +58,7 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
             engine=engine,
             session_factory=create_session_factory(engine),
             tokens=tokens,
-            hasher=hasher,
-            password_policy=PasswordPolicy(min_length=settings.password_min_length),
+            accounts=accounts,
             model=model,
         )
         logger.info(

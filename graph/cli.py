@@ -28,17 +28,11 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _database_services(settings: Settings):  # type: ignore[no-untyped-def]
-    from graph.app import build_hasher
+    from graph.services import build_account_tools
     from schema.database import create_service_engine, create_session_factory
-    from schema.passwords import PasswordPolicy
 
     engine = create_service_engine(settings.resolved_database_url)
-    return (
-        engine,
-        create_session_factory(engine),
-        build_hasher(settings),
-        PasswordPolicy(min_length=settings.password_min_length),
-    )
+    return engine, create_session_factory(engine), build_account_tools(settings)
 
 
 def _check_schema_current(settings: Settings) -> None:
@@ -57,7 +51,7 @@ async def _init(settings: Settings) -> None:
     from schema.roles import seed_catalogue
     from schema.users import create_user, get_user_by_username
 
-    engine, sessions, hasher, policy = _database_services(settings)
+    engine, sessions, accounts = _database_services(settings)
     try:
         async with sessions() as session, session.begin():
             await seed_catalogue(session)
@@ -73,11 +67,10 @@ async def _init(settings: Settings) -> None:
             try:
                 await create_user(
                     session,
+                    accounts,
                     username=settings.admin_username,
                     password=password,
                     role_names=["admin"],
-                    hasher=hasher,
-                    policy=policy,
                 )
             except InvalidInput as error:
                 variable = (
@@ -140,16 +133,15 @@ async def _create_user(settings: Settings, username: str, roles: Sequence[str]) 
     from schema.users import create_user
 
     password = _read_new_password()
-    engine, sessions, hasher, policy = _database_services(settings)
+    engine, sessions, accounts = _database_services(settings)
     try:
         async with sessions() as session, session.begin():
             user = await create_user(
                 session,
+                accounts,
                 username=username,
                 password=password,
                 role_names=roles,
-                hasher=hasher,
-                policy=policy,
             )
             print(
                 f"Created user {user.username!r} (id {user.id}) with roles "
@@ -178,6 +170,50 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     except ModelUnavailable as error:
         raise CommandError(str(error)) from error
     uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+
+
+def command_rotate_data_key(settings: Settings, args: argparse.Namespace) -> None:
+    from graph.settings import add_data_key_to_file
+    from schema.rotation import reseal_all
+
+    if settings.data_keys is None:
+        settings.load_data_keys()
+        key_id = add_data_key_to_file(settings.data_keys_path)
+        print(
+            f"Added data key {key_id} to {settings.data_keys_path}; it is active now."
+        )
+    else:
+        print(
+            "Resealing under the first key of FIELDGUARD_DATA_KEYS. Every "
+            "worker must already have the same key list."
+        )
+    _check_schema_current(settings)
+    counts = asyncio.run(_reseal(settings, args.batch_size, reseal_all))
+    for table, count in counts.items():
+        print(f"Resealed {count} row(s) of {table}.")
+
+
+async def _reseal(settings: Settings, batch_size: int, reseal_all) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    from graph.services import build_cipher
+    from schema.database import create_service_engine, create_session_factory
+
+    engine = create_service_engine(settings.resolved_database_url)
+    try:
+        return await reseal_all(
+            create_session_factory(engine),
+            build_cipher(settings),
+            batch_size=batch_size,
+        )
+    finally:
+        await engine.dispose()
+
+
+def command_permissions_matrix(_settings: Settings, args: argparse.Namespace) -> None:
+    from graph.api import build_schema
+    from graph.matrix import render_document, render_matrix
+
+    sdl = build_schema().as_str()
+    print(render_document(sdl) if args.document else render_matrix(sdl), end="")
 
 
 def command_export_schema(_settings: Settings, _args: argparse.Namespace) -> None:
@@ -228,6 +264,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export-schema", help="Print the GraphQL SDL.")
     export.set_defaults(handler=command_export_schema)
+
+    rotate = commands.add_parser(
+        "rotate-data-key",
+        help=(
+            "Re-encrypt personal data under the active data key; in development, "
+            "first add a new key to the data folder's key file."
+        ),
+    )
+    rotate.add_argument(
+        "--batch-size", type=int, default=500, help="Rows per transaction."
+    )
+    rotate.set_defaults(handler=command_rotate_data_key)
+
+    matrix = commands.add_parser(
+        "permissions-matrix",
+        help="Print which built-in role may read each field, from the schema.",
+    )
+    matrix.add_argument(
+        "--document",
+        action="store_true",
+        help="Print the whole docs/permissions.md page.",
+    )
+    matrix.set_defaults(handler=command_permissions_matrix)
     return parser
 
 

@@ -7,40 +7,17 @@ once, so that permission checks on every field are set lookups.
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from strawberry.fastapi import BaseContext
 
-from graph.settings import Settings
-from graph.tokens import InvalidToken, TokenSettings, verify_access_token
-from ml.registry import LoadedModel
-from schema.passwords import PasswordPolicy, ThreadedPasswordHasher
-from schema.users import get_active_user
+from graph.services import Services
+from graph.tokens import InvalidToken, verify_access_token
+from schema.audit import Actor
+from schema.users import effective_permissions, get_active_user
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Services:
-    """Long-lived service objects, built at start-up."""
-
-    settings: Settings
-    engine: AsyncEngine
-    session_factory: async_sessionmaker[AsyncSession]
-    tokens: TokenSettings
-    hasher: ThreadedPasswordHasher
-    password_policy: PasswordPolicy
-    model: LoadedModel
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """Open a session in a transaction, committed when the block succeeds."""
-        async with self.session_factory() as session, session.begin():
-            yield session
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +28,9 @@ class Principal:
     username: str
     roles: tuple[str, ...]
     permissions: frozenset[str]
+    # After an admin reset the user holds no permission until a new password
+    # is set.
+    password_change_required: bool = False
 
 
 @dataclass(kw_only=True)
@@ -61,9 +41,21 @@ class Context(BaseContext):
     # Why a presented token was not accepted; for messages and logs only.
     auth_failure: str | None = None
     client_ip: str | None = None
+    user_agent: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
+
+    def actor(self) -> Actor:
+        """Describe the caller for the audit log."""
+        principal = self.principal
+        return Actor(
+            user_id=principal.user_id if principal else None,
+            username=principal.username if principal else None,
+            client_ip=self.client_ip,
+            user_agent=self.user_agent,
+            request_id=self.request_id,
+        )
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -107,7 +99,8 @@ async def load_principal(
             user_id=user.id,
             username=user.username,
             roles=tuple(user.role_names),
-            permissions=user.permission_names,
+            permissions=effective_permissions(user),
+            password_change_required=user.must_change_password,
         )
     return principal, None
 
@@ -125,4 +118,5 @@ async def build_context(request: Request) -> Context:
         principal=principal,
         auth_failure=failure,
         client_ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
     )

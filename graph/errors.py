@@ -17,6 +17,7 @@ from schema.errors import (
     InvalidCredentials,
     InvalidInput,
     NotFound,
+    PermissionDenied,
 )
 
 
@@ -73,6 +74,8 @@ def to_client_error(error: Exception) -> ClientError | None:
             )
         case InvalidFeatures(feature=str() as feature, reason=reason):
             return bad_input(to_camel_case(feature), reason)
+        case PermissionDenied():
+            return ClientError(ErrorCode.FORBIDDEN, str(error))
         case NotFound():
             return ClientError(ErrorCode.NOT_FOUND, str(error))
         case Conflict():

@@ -4,6 +4,8 @@ This is the one module that reads the environment; everything else receives
 values from a `Settings` instance.
 """
 
+import base64
+import json
 import logging
 import os
 import secrets
@@ -13,6 +15,8 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schema.crypto import DataKeys, new_key, parse_key_list
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,10 @@ class Settings(BaseSettings):
     database_pool_size: Annotated[int, Field(ge=1, le=100)] = 5
     model_dir: Path | None = None
     model_name: str = "penguins"
+
+    data_keys: SecretStr | None = None
+    data_index_key: SecretStr | None = None
+    max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
 
     jwt_secret: SecretStr | None = None
     jwt_issuer: str = "fieldguard"
@@ -73,6 +81,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"FIELDGUARD_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes."
                 )
+            if self.data_keys is None or self.data_index_key is None:
+                raise ValueError(
+                    "FIELDGUARD_DATA_KEYS and FIELDGUARD_DATA_INDEX_KEY are required "
+                    "when FIELDGUARD_ENV=production."
+                )
         return self
 
     @property
@@ -92,6 +105,46 @@ class Settings(BaseSettings):
         if self.graphiql is not None:
             return self.graphiql
         return self.env is Environment.DEVELOPMENT
+
+    @property
+    def data_keys_path(self) -> Path:
+        return self.data_dir / "data_keys.json"
+
+    def load_data_keys(self) -> DataKeys:
+        """Return the keys that seal personal data.
+
+        They come from `FIELDGUARD_DATA_KEYS` (`id:base64key,...`, the first
+        one active) and `FIELDGUARD_DATA_INDEX_KEY` (base64). In development
+        without them, keys are generated once and kept in
+        `<data_dir>/data_keys.json`, with a warning.
+
+        Raises:
+            SettingsError: The keys are missing in production, or malformed.
+        """
+        try:
+            if self.data_keys is not None and self.data_index_key is not None:
+                keys, active = parse_key_list(self.data_keys.get_secret_value())
+                index = base64.b64decode(
+                    self.data_index_key.get_secret_value(), validate=True
+                )
+                return DataKeys(keys=keys, active_key_id=active, index_key=index)
+            if self.env is Environment.PRODUCTION:
+                raise SettingsError(
+                    "FIELDGUARD_DATA_KEYS and FIELDGUARD_DATA_INDEX_KEY are required "
+                    "in production."
+                )
+            path = self.data_keys_path
+            if not path.exists():
+                _create_secret_file(path, _new_data_keys_file())
+                logger.warning(
+                    "FIELDGUARD_DATA_KEYS is not set: using development data keys "
+                    "kept in %s. Set FIELDGUARD_DATA_KEYS and "
+                    "FIELDGUARD_DATA_INDEX_KEY in production.",
+                    path,
+                )
+            return read_data_keys_file(path)
+        except ValueError as error:
+            raise SettingsError(f"Invalid data keys: {error}") from error
 
     def signing_secret(self) -> str:
         """Return the JWT signing secret.
@@ -121,7 +174,7 @@ class Settings(BaseSettings):
         return secret
 
 
-def _create_secret_file(path: Path) -> None:
+def _create_secret_file(path: Path, content: str | None = None) -> None:
     """Write a random secret to `path` unless another process got there first.
 
     The secret is written to a private temporary file and hard-linked into
@@ -131,10 +184,49 @@ def _create_secret_file(path: Path) -> None:
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(secrets.token_urlsafe(48))
+        file.write(content if content is not None else secrets.token_urlsafe(48))
     try:
         os.link(temporary, path)
     except FileExistsError:
         pass
     finally:
         temporary.unlink()
+
+
+def _new_data_keys_file() -> str:
+    key_id = "k" + secrets.token_hex(4)
+    return json.dumps(
+        {
+            "active": key_id,
+            "keys": {key_id: base64.b64encode(new_key()).decode()},
+            "index": base64.b64encode(secrets.token_bytes(32)).decode(),
+        },
+        indent=2,
+    )
+
+
+def read_data_keys_file(path: Path) -> DataKeys:
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return DataKeys(
+        keys={k: base64.b64decode(v, validate=True) for k, v in raw["keys"].items()},
+        active_key_id=raw["active"],
+        index_key=base64.b64decode(raw["index"], validate=True),
+    )
+
+
+def add_data_key_to_file(path: Path) -> str:
+    """Add a new active key to a development keys file and return its id.
+
+    The file is replaced atomically, so running workers that reload it see
+    either the old or the new key set.
+    """
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    key_id = "k" + secrets.token_hex(4)
+    raw["keys"][key_id] = base64.b64encode(new_key()).decode()
+    raw["active"] = key_id
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(json.dumps(raw, indent=2))
+    os.replace(temporary, path)
+    return key_id

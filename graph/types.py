@@ -1,25 +1,35 @@
-"""Strawberry object and input types.
+"""Strawberry object types.
 
-Every field carries a rule from `graph.permissions`; input types need none,
+Every field carries a rule from `graph.permissions`. Input types need none,
 because an input is only reachable through a guarded field.
 """
 
+from datetime import datetime
 from typing import Self
 
 import strawberry
+from strawberry.scalars import JSON
 
 from graph.permissions import owner_or, public, requires, signed_in
 from ml.predict import Prediction as PredictionResult
 from ml.registry import LoadedModel
+from schema.audit import AuditRecord
 from schema.catalogue import Permission
+from schema.crypto import DataCipher
+from schema.tables import PermissionRow
 from schema.tables import Role as RoleRow
 from schema.tables import User as UserRow
+from schema.users import read_display_name, read_email
 
 
 @strawberry.type(description="A named set of permissions.")
 class Role:
     name: str = strawberry.field(extensions=signed_in())
     description: str = strawberry.field(extensions=signed_in())
+    builtin: bool = strawberry.field(
+        extensions=signed_in(),
+        description="Built-in roles cannot be renamed or deleted.",
+    )
     permissions: list[str] = strawberry.field(
         extensions=signed_in(), description="Permissions the role grants, sorted."
     )
@@ -29,8 +39,19 @@ class Role:
         return cls(
             name=row.name,
             description=row.description,
+            builtin=row.builtin,
             permissions=sorted(row.permission_names),
         )
+
+
+@strawberry.type(name="Permission", description="A permission of the catalogue.")
+class PermissionInfo:
+    name: str = strawberry.field(extensions=signed_in(), description="`area:action`.")
+    description: str = strawberry.field(extensions=signed_in())
+
+    @classmethod
+    def from_row(cls, row: PermissionRow) -> Self:
+        return cls(name=row.name, description=row.description)
 
 
 @strawberry.type(description="A person or program that signs in.")
@@ -39,27 +60,54 @@ class User:
 
     id: strawberry.ID = strawberry.field(extensions=owner_or(Permission.USERS_READ))
     username: str = strawberry.field(extensions=owner_or(Permission.USERS_READ))
+    email: str | None = strawberry.field(extensions=owner_or(Permission.USERS_READ))
+    display_name: str | None = strawberry.field(
+        extensions=owner_or(Permission.USERS_READ)
+    )
     is_active: bool = strawberry.field(extensions=owner_or(Permission.USERS_READ))
+    must_change_password: bool = strawberry.field(
+        extensions=owner_or(Permission.USERS_READ),
+        description="True after an admin reset, until the user sets a password.",
+    )
+    created_at: datetime = strawberry.field(extensions=owner_or(Permission.USERS_READ))
     roles: list[Role] = strawberry.field(extensions=owner_or(Permission.USERS_READ))
     permissions: list[str] = strawberry.field(
         extensions=owner_or(Permission.USERS_READ),
-        description="Every permission the user's roles grant, sorted.",
+        description=(
+            "Every permission the user's roles grant, sorted; empty while "
+            "mustChangePassword is true."
+        ),
     )
 
     @classmethod
-    def from_row(cls, row: UserRow) -> Self:
+    def from_row(cls, row: UserRow, cipher: DataCipher) -> Self:
         return cls(
             user_id=row.id,
             id=strawberry.ID(str(row.id)),
             username=row.username,
+            email=read_email(cipher, row),
+            display_name=read_display_name(cipher, row),
             is_active=row.is_active,
+            must_change_password=row.must_change_password,
+            created_at=row.created_at,
             roles=[Role.from_row(role) for role in sorted(row.roles, key=_role_name)],
-            permissions=sorted(row.permission_names),
+            permissions=(
+                [] if row.must_change_password else sorted(row.permission_names)
+            ),
         )
 
 
 def _role_name(role: RoleRow) -> str:
     return role.name
+
+
+@strawberry.type(description="One page of users.")
+class UserPage:
+    items: list[User] = strawberry.field(extensions=requires(Permission.USERS_READ))
+    total_count: int = strawberry.field(
+        extensions=requires(Permission.USERS_READ),
+        description="Users matching the filter, on all pages.",
+    )
 
 
 @strawberry.type(description="An access token and how to use it.")
@@ -74,6 +122,90 @@ class LoginPayload:
     expires_in: int = strawberry.field(
         extensions=public(), description="Seconds until the access token expires."
     )
+    password_change_required: bool = strawberry.field(
+        extensions=public(),
+        description=(
+            "True after an admin reset: the token is good only for changePassword "
+            "and me until a new password is set."
+        ),
+    )
+
+
+@strawberry.type(description="A temporary password set by an admin.")
+class PasswordResetPayload:
+    temporary_password: str = strawberry.field(
+        extensions=requires(Permission.USERS_WRITE),
+        description=(
+            "Give it to the user once. It grants nothing but changePassword, "
+            "which the user must call at sign-in."
+        ),
+    )
+    user: User = strawberry.field(extensions=requires(Permission.USERS_WRITE))
+
+
+@strawberry.type(description="A security-relevant action and how it ended.")
+class AuditEvent:
+    id: strawberry.ID = strawberry.field(extensions=requires(Permission.AUDIT_READ))
+    occurred_at: datetime = strawberry.field(extensions=requires(Permission.AUDIT_READ))
+    actor_id: strawberry.ID | None = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ)
+    )
+    actor_username: str | None = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ),
+        description="The actor's username when the event happened.",
+    )
+    action: str = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ),
+        description="What was done, such as `login` or `user.create`.",
+    )
+    target_type: str | None = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ)
+    )
+    target_id: str | None = strawberry.field(extensions=requires(Permission.AUDIT_READ))
+    outcome: str = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ),
+        description="`success`, `failure` (bad credentials or input) or `denied`.",
+    )
+    client_ip: str | None = strawberry.field(extensions=requires(Permission.AUDIT_READ))
+    user_agent: str | None = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ)
+    )
+    request_id: str | None = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ)
+    )
+    details: JSON = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ),
+        description="Facts about the event; never a password, token or email.",
+    )
+
+    @classmethod
+    def from_record(cls, record: AuditRecord) -> Self:
+        return cls(
+            id=strawberry.ID(str(record.id)),
+            occurred_at=record.occurred_at,
+            actor_id=(
+                strawberry.ID(str(record.actor_id))
+                if record.actor_id is not None
+                else None
+            ),
+            actor_username=record.actor_username,
+            action=record.action,
+            target_type=record.target_type,
+            target_id=record.target_id,
+            outcome=record.outcome,
+            client_ip=record.client_ip,
+            user_agent=record.user_agent,
+            request_id=record.request_id,
+            details=record.details,
+        )
+
+
+@strawberry.type(description="One page of audit events, newest first.")
+class AuditEventPage:
+    items: list[AuditEvent] = strawberry.field(
+        extensions=requires(Permission.AUDIT_READ)
+    )
+    total_count: int = strawberry.field(extensions=requires(Permission.AUDIT_READ))
 
 
 @strawberry.type(description="The probability the model gives one class.")
@@ -109,39 +241,3 @@ class Prediction:
             model_name=model.metadata.name,
             model_version=model.metadata.version,
         )
-
-
-@strawberry.input(
-    description=(
-        "Measurements of one penguin. Every field is optional, but at least one "
-        "must be given; a missing value is handled by the model."
-    )
-)
-class PenguinFeatures:
-    island: str | None = strawberry.field(
-        default=None, description="Biscoe, Dream or Torgersen."
-    )
-    sex: str | None = strawberry.field(default=None, description="female or male.")
-    bill_length_mm: float | None = strawberry.field(
-        default=None, description="Bill length in millimetres."
-    )
-    bill_depth_mm: float | None = strawberry.field(
-        default=None, description="Bill depth in millimetres."
-    )
-    flipper_length_mm: float | None = strawberry.field(
-        default=None, description="Flipper length in millimetres."
-    )
-    body_mass_g: float | None = strawberry.field(
-        default=None, description="Body mass in grams."
-    )
-
-    def as_row(self) -> dict[str, object]:
-        """Return the features keyed by the model's column names."""
-        return {
-            "island": self.island,
-            "sex": self.sex,
-            "bill_length_mm": self.bill_length_mm,
-            "bill_depth_mm": self.bill_depth_mm,
-            "flipper_length_mm": self.flipper_length_mm,
-            "body_mass_g": self.body_mass_g,
-        }

@@ -18,6 +18,7 @@ class Permission(enum.StrEnum):
     USERS_WRITE = "users:write"
     ROLES_READ = "roles:read"
     ROLES_WRITE = "roles:write"
+    AUDIT_READ = "audit:read"
 
 
 PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
@@ -28,6 +29,7 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.USERS_WRITE: "Create, change and deactivate user accounts.",
         Permission.ROLES_READ: "Read roles and the permissions they grant.",
         Permission.ROLES_WRITE: "Create, change and delete roles.",
+        Permission.AUDIT_READ: "Read the audit log of sign-ins and account changes.",
     }
 )
 
@@ -38,6 +40,7 @@ class BuiltinRole(enum.StrEnum):
     ADMIN = "admin"
     ANALYST = "analyst"
     VIEWER = "viewer"
+    AUDITOR = "auditor"
 
 
 BUILTIN_ROLE_PERMISSIONS: MappingProxyType[BuiltinRole, frozenset[Permission]] = (
@@ -48,6 +51,7 @@ BUILTIN_ROLE_PERMISSIONS: MappingProxyType[BuiltinRole, frozenset[Permission]] =
                 {Permission.PREDICT_RUN, Permission.PREDICT_PROBA}
             ),
             BuiltinRole.VIEWER: frozenset({Permission.PREDICT_RUN}),
+            BuiltinRole.AUDITOR: frozenset({Permission.AUDIT_READ}),
         }
     )
 )
@@ -57,5 +61,6 @@ BUILTIN_ROLE_DESCRIPTIONS: MappingProxyType[BuiltinRole, str] = MappingProxyType
         BuiltinRole.ADMIN: "Every permission in the catalogue.",
         BuiltinRole.ANALYST: "Runs predictions and reads class probabilities.",
         BuiltinRole.VIEWER: "Runs predictions and reads the predicted label only.",
+        BuiltinRole.AUDITOR: "Reads the audit log.",
     }
 )

@@ -28,6 +28,10 @@ class NotFound(DomainError):
     """The requested object does not exist."""
 
 
+class PermissionDenied(DomainError):
+    """The actor may not make this change; the message says which rule forbids it."""
+
+
 class Conflict(DomainError):
     """The change would break a uniqueness or integrity rule."""
 

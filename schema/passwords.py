@@ -7,9 +7,12 @@ truncated.
 """
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
+import zxcvbn
 from passlib.context import CryptContext
 
 from schema.errors import InvalidInput
@@ -29,16 +32,34 @@ def normalize_password(password: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PasswordPolicy:
-    """Length rules for new passwords; no composition rules are applied."""
+    """Rules for new passwords: length, strength, and no personal words.
+
+    There are no composition rules. Strength is zxcvbn's score from 0 (too
+    guessable) to 4 (very unguessable); zxcvbn ships its own lists of common
+    passwords, words and names.
+    """
 
     min_length: int = 12
     max_length: int = MAX_PASSWORD_LENGTH
+    min_strength: int = 3
 
-    def check(self, password: str, *, field: str = "password") -> str:
+    def check(
+        self,
+        password: str,
+        *,
+        personal: Sequence[str | None] = (),
+        field: str = "password",
+    ) -> str:
         """Validate a new password and return its normalized form.
 
+        Args:
+            password: The password as the client sent it.
+            personal: The username, email and the like; a password built
+                from any of them is rejected.
+            field: Input field named in the error.
+
         Raises:
-            InvalidInput: The password is too short or too long.
+            InvalidInput: The password breaks a rule; the reason says which.
         """
         normalized = normalize_password(password)
         length = len(normalized)
@@ -52,7 +73,40 @@ class PasswordPolicy:
                 field,
                 f"must be at most {self.max_length} characters long (got {length}).",
             )
+        folded = normalized.casefold()
+        words = _personal_words(personal)
+        for word in words:
+            if word in folded:
+                raise InvalidInput(
+                    field, "must not contain your username or email address."
+                )
+        result = zxcvbn.zxcvbn(
+            normalized, user_inputs=sorted(words), max_length=self.max_length
+        )
+        if result["score"] < self.min_strength:
+            feedback = result["feedback"]
+            hint = feedback.get("warning") or " ".join(feedback.get("suggestions", []))
+            raise InvalidInput(
+                field,
+                "is too easy to guess"
+                + (f": {hint.rstrip('.')}." if hint else ".")
+                + " Longer passphrases of uncommon words are stronger.",
+            )
         return normalized
+
+
+def _personal_words(values: Sequence[str | None]) -> set[str]:
+    """Return the folded personal strings, and an email's local part, of 3+ chars."""
+    words: set[str] = set()
+    for value in values:
+        if not value:
+            continue
+        folded = normalize_password(value).casefold()
+        words.add(folded)
+        local, at, _domain = folded.partition("@")
+        if at:
+            words.add(local)
+    return {word for word in words if len(word) >= 3}
 
 
 class PasswordHasher:
@@ -130,6 +184,15 @@ class ThreadedPasswordHasher:
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(
             self.hasher.hash, password, limiter=self._get_limiter()
+        )
+
+    async def check_policy(
+        self, policy: PasswordPolicy, password: str, *, personal: Sequence[str | None]
+    ) -> str:
+        """Run `policy.check` in a worker thread; zxcvbn can take 0.4 s."""
+        return await anyio.to_thread.run_sync(
+            partial(policy.check, password, personal=personal),
+            limiter=self._get_limiter(),
         )
 
     async def verify(

@@ -1,8 +1,9 @@
-"""Role service: the permission catalogue in the database and role lookups."""
+"""Role service: the permission catalogue in the database and role changes."""
 
-from collections.abc import Iterable
+import re
+from collections.abc import Collection, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.catalogue import (
@@ -10,9 +11,14 @@ from schema.catalogue import (
     BUILTIN_ROLE_PERMISSIONS,
     PERMISSION_DESCRIPTIONS,
     BuiltinRole,
+    Permission,
 )
-from schema.errors import InvalidInput
-from schema.tables import PermissionRow, Role
+from schema.errors import Conflict, InvalidInput, NotFound
+from schema.guards import check_can_grant, ensure_an_admin_remains
+from schema.tables import PermissionRow, Role, user_roles
+
+MAX_DESCRIPTION_LENGTH = 500
+_ROLE_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{1,63}")
 
 
 async def seed_catalogue(session: AsyncSession) -> None:
@@ -70,3 +76,175 @@ async def get_roles_by_name(
     if missing:
         raise InvalidInput(field, f"unknown role(s): {', '.join(missing)}.")
     return list(found)
+
+
+async def get_role(session: AsyncSession, name: str) -> Role:
+    """Load a role by name.
+
+    Raises:
+        NotFound: No role has this name.
+    """
+    role = await session.scalar(select(Role).where(Role.name == name))
+    if role is None:
+        raise NotFound(f"No role named {name!r}.")
+    return role
+
+
+async def list_roles(session: AsyncSession) -> list[Role]:
+    return list(await session.scalars(select(Role).order_by(Role.name)))
+
+
+async def list_permissions(session: AsyncSession) -> list[PermissionRow]:
+    return list(
+        await session.scalars(select(PermissionRow).order_by(PermissionRow.name))
+    )
+
+
+async def count_role_members(session: AsyncSession, role: Role) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(user_roles)
+        .where(user_roles.c.role_id == role.id)
+    )
+    return int(count or 0)
+
+
+def normalize_role_name(name: str, *, field: str = "name") -> str:
+    if not _ROLE_NAME_PATTERN.fullmatch(name):
+        raise InvalidInput(
+            field,
+            "must be 2 to 64 characters: a lowercase letter, then lowercase "
+            "letters, digits, - or _.",
+        )
+    return name
+
+
+def _check_description(description: str) -> str:
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidInput(
+            "description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters."
+        )
+    return description
+
+
+async def _permission_rows(
+    session: AsyncSession, names: Iterable[str]
+) -> list[PermissionRow]:
+    requested = set(names)
+    unknown = sorted(requested - {p.value for p in Permission})
+    if unknown:
+        raise InvalidInput(
+            "permissions", f"unknown permission(s): {', '.join(unknown)}."
+        )
+    if not requested:
+        return []
+    rows = await session.scalars(
+        select(PermissionRow).where(PermissionRow.name.in_(sorted(requested)))
+    )
+    return list(rows)
+
+
+async def create_role(
+    session: AsyncSession,
+    *,
+    name: str,
+    description: str,
+    permissions: Iterable[str],
+    actor_permissions: Collection[str],
+) -> Role:
+    """Create a role.
+
+    Raises:
+        InvalidInput: The name or a permission is invalid.
+        PermissionDenied: The role would grant a permission the actor lacks.
+        Conflict: A role with this name exists.
+    """
+    name = normalize_role_name(name)
+    rows = await _permission_rows(session, permissions)
+    check_can_grant(actor_permissions, (row.name for row in rows))
+    if await session.scalar(select(Role).where(Role.name == name)) is not None:
+        raise Conflict(f"A role named {name!r} already exists.")
+    role = Role(
+        name=name,
+        description=_check_description(description),
+        builtin=False,
+        permissions=rows,
+    )
+    session.add(role)
+    await session.flush()
+    return role
+
+
+async def update_role(
+    session: AsyncSession,
+    role: Role,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    permissions: Iterable[str] | None = None,
+    actor_permissions: Collection[str],
+) -> dict[str, object]:
+    """Change a role's name, description or permissions.
+
+    Built-in roles keep their names, and the admin role keeps every
+    permission.
+
+    Returns:
+        What changed: new name, and permissions added and removed.
+
+    Raises:
+        InvalidInput: A value is invalid, or the change is not allowed for a
+            built-in role.
+        PermissionDenied: The role would grant a permission the actor lacks.
+        Conflict: The new name is taken, or no active user would hold every
+            permission afterwards.
+    """
+    changes: dict[str, object] = {}
+    if name is not None and name != role.name:
+        if role.builtin:
+            raise InvalidInput("name", "built-in roles cannot be renamed.")
+        name = normalize_role_name(name)
+        if await session.scalar(select(Role).where(Role.name == name)) is not None:
+            raise Conflict(f"A role named {name!r} already exists.")
+        changes["renamedFrom"] = role.name
+        role.name = name
+    if description is not None:
+        role.description = _check_description(description)
+        changes["description"] = True
+    if permissions is not None:
+        rows = await _permission_rows(session, permissions)
+        after = {row.name for row in rows}
+        before = set(role.permission_names)
+        if role.name == BuiltinRole.ADMIN.value and role.builtin and after != before:
+            raise InvalidInput(
+                "permissions", "the admin role always grants every permission."
+            )
+        check_can_grant(actor_permissions, after - before)
+        role.permissions = rows
+        changes["permissionsAdded"] = sorted(after - before)
+        changes["permissionsRemoved"] = sorted(before - after)
+    await session.flush()
+    await ensure_an_admin_remains(session)
+    return changes
+
+
+async def delete_role(session: AsyncSession, role: Role, *, force: bool) -> int:
+    """Delete a role and return how many users held it.
+
+    Raises:
+        InvalidInput: The role is built in.
+        Conflict: Users hold the role and `force` is false, or deleting it
+            would leave no active user with every permission.
+    """
+    if role.builtin:
+        raise InvalidInput("name", "built-in roles cannot be deleted.")
+    members = await count_role_members(session, role)
+    if members and not force:
+        raise Conflict(
+            f"Role {role.name!r} is held by {members} user(s); "
+            "pass force: true to delete it anyway."
+        )
+    await session.delete(role)
+    await session.flush()
+    await ensure_an_admin_remains(session)
+    return members

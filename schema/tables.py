@@ -91,7 +91,17 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64))
     username_key: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Personal data is stored sealed (see schema.crypto); `email_index` is the
+    # keyed hash of the normalized address, unique and used for exact lookups.
+    email_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    email_index: Mapped[str | None] = mapped_column(
+        String(64), unique=True, nullable=True
+    )
+    display_name_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set by an admin password reset: the user must choose a new password
+    # before the account can do anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utc_now
     )
@@ -110,3 +120,26 @@ class User(Base):
         for role in self.roles:
             names.update(role.permission_names)
         return frozenset(names)
+
+
+class AuditEvent(Base):
+    """A security-relevant action: who did what to whom, and how it ended."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, index=True
+    )
+    # Ids are kept without foreign keys, so that events outlive deleted users.
+    actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    actor_username: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    client_ip_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_agent_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Free-form facts about the event; never a password, token or personal data.
+    details: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,20 +1,54 @@
-"""User service: creating users, signing them in and loading them."""
+"""User service: accounts, sign-in, self-service and the admin guards."""
 
 import re
+import secrets
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from enum import Enum
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schema.errors import Conflict, InvalidCredentials, InvalidInput
+from schema.crypto import DataCipher
+from schema.errors import (
+    Conflict,
+    InvalidCredentials,
+    InvalidInput,
+)
+from schema.guards import check_can_grant, ensure_an_admin_remains
 from schema.passwords import PasswordPolicy, ThreadedPasswordHasher
 from schema.roles import get_roles_by_name
-from schema.tables import User
+from schema.tables import Role, User, user_roles
 
 MAX_USERNAME_LENGTH = 64
+MAX_EMAIL_LENGTH = 254
+MAX_DISPLAY_NAME_LENGTH = 100
 _USERNAME_PATTERN = re.compile(r"[\w.@+-]+")
+# Deliberately loose: one @, no spaces, a dot in the domain. Deliverability is
+# for the mail system to decide.
+_EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+EMAIL_CONTEXT = "users.email"
+DISPLAY_NAME_CONTEXT = "users.display_name"
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+
+UNSET = _Unset.UNSET
+"""Marks an update argument that leaves its field unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTools:
+    """What account changes need besides a database session."""
+
+    cipher: DataCipher
+    hasher: ThreadedPasswordHasher
+    policy: PasswordPolicy
 
 
 def username_key(username: str) -> str:
@@ -47,6 +81,46 @@ def normalize_username(username: str, *, field: str = "username") -> str:
     return normalized
 
 
+def normalize_email(email: str, *, field: str = "email") -> str:
+    """Validate an email address and return it NFKC-normalized and stripped."""
+    normalized = unicodedata.normalize("NFKC", email).strip()
+    if len(normalized) > MAX_EMAIL_LENGTH:
+        raise InvalidInput(field, f"must be at most {MAX_EMAIL_LENGTH} characters.")
+    if not _EMAIL_PATTERN.fullmatch(normalized):
+        raise InvalidInput(field, "is not an email address.")
+    return normalized
+
+
+def normalize_display_name(name: str, *, field: str = "displayName") -> str:
+    normalized = unicodedata.normalize("NFKC", name).strip()
+    if not normalized:
+        raise InvalidInput(field, "must not be empty.")
+    if len(normalized) > MAX_DISPLAY_NAME_LENGTH:
+        raise InvalidInput(
+            field, f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters."
+        )
+    if any(unicodedata.category(ch).startswith("C") for ch in normalized):
+        raise InvalidInput(field, "must not contain control characters.")
+    return normalized
+
+
+def email_index(cipher: DataCipher, email: str) -> str:
+    """Return the keyed hash under which an address is unique, ignoring case."""
+    return cipher.index(username_key(email), context=EMAIL_CONTEXT)
+
+
+def read_email(cipher: DataCipher, user: User) -> str | None:
+    return cipher.open_optional(user.email_sealed, context=EMAIL_CONTEXT)
+
+
+def read_display_name(cipher: DataCipher, user: User) -> str | None:
+    return cipher.open_optional(user.display_name_sealed, context=DISPLAY_NAME_CONTEXT)
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
     key = username_key(username)
     if len(key) > MAX_USERNAME_LENGTH:
@@ -62,62 +136,220 @@ async def get_active_user(session: AsyncSession, user_id: int) -> User | None:
     return user
 
 
+def effective_permissions(user: User) -> frozenset[str]:
+    """Return what the user may do now: nothing until a reset password is changed."""
+    if user.must_change_password:
+        return frozenset()
+    return user.permission_names
+
+
+async def _flush_unique(session: AsyncSession, message: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as error:
+        raise Conflict(message) from error
+
+
+async def _ensure_username_free(
+    session: AsyncSession, display: str, *, except_id: int | None = None
+) -> None:
+    existing = await get_user_by_username(session, display)
+    if existing is not None and existing.id != except_id:
+        raise Conflict(f"A user named {display!r} already exists.")
+
+
+async def _ensure_email_free(
+    session: AsyncSession, index: str, *, except_id: int | None = None
+) -> None:
+    existing = await session.scalar(select(User).where(User.email_index == index))
+    if existing is not None and existing.id != except_id:
+        raise Conflict("Another user has this email address.")
+
+
 async def create_user(
     session: AsyncSession,
+    tools: AccountTools,
     *,
     username: str,
     password: str,
     role_names: Iterable[str],
-    hasher: ThreadedPasswordHasher,
-    policy: PasswordPolicy,
+    email: str | None = None,
+    display_name: str | None = None,
+    must_change_password: bool = False,
+    actor_permissions: Collection[str] | None = None,
 ) -> User:
     """Create an active user with the given roles.
 
+    Args:
+        actor_permissions: What the creating user holds; every role granted
+            must stay within it. None for an operator at the command line.
+
     Raises:
-        InvalidInput: The username, password or a role name is invalid.
-        Conflict: A user with the same username, ignoring case and Unicode
-            form, exists.
+        InvalidInput: A value is invalid, or the password breaks the policy.
+        PermissionDenied: A role grants a permission the actor lacks.
+        Conflict: The username or email is taken, ignoring case and Unicode form.
     """
     display = normalize_username(username)
-    normalized_password = policy.check(password)
+    address = normalize_email(email) if email is not None else None
+    name = normalize_display_name(display_name) if display_name is not None else None
     roles = await get_roles_by_name(session, role_names)
-    if await get_user_by_username(session, display) is not None:
-        raise Conflict(f"A user named {display!r} already exists.")
+    if actor_permissions is not None:
+        for role in roles:
+            check_can_grant(actor_permissions, role.permission_names)
+    await _ensure_username_free(session, display)
+    index = email_index(tools.cipher, address) if address is not None else None
+    if index is not None:
+        await _ensure_email_free(session, index)
+    normalized_password = await tools.hasher.check_policy(
+        tools.policy, password, personal=[display, address, name]
+    )
 
     user = User(
         username=display,
         username_key=username_key(display),
-        password_hash=await hasher.hash(normalized_password),
+        password_hash=await tools.hasher.hash(normalized_password),
+        email_sealed=tools.cipher.seal_optional(address, context=EMAIL_CONTEXT),
+        email_index=index,
+        display_name_sealed=tools.cipher.seal_optional(
+            name, context=DISPLAY_NAME_CONTEXT
+        ),
         is_active=True,
+        must_change_password=must_change_password,
         roles=roles,
     )
     session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError as error:
-        # Another request created the same username between the check and here.
-        raise Conflict(f"A user named {display!r} already exists.") from error
+    # Another request may take the name between the check above and here.
+    await _flush_unique(session, "The username or email address is taken.")
     return user
+
+
+async def update_profile(
+    session: AsyncSession,
+    tools: AccountTools,
+    user: User,
+    *,
+    username: str | _Unset = UNSET,
+    email: str | None | _Unset = UNSET,
+    display_name: str | None | _Unset = UNSET,
+) -> list[str]:
+    """Change a user's username, email or display name.
+
+    Returns:
+        The names of the fields that changed.
+
+    Raises:
+        InvalidInput: A value is invalid.
+        Conflict: The username or email is taken.
+    """
+    changed: list[str] = []
+    if username is not UNSET:
+        display = normalize_username(username)
+        if display != user.username:
+            await _ensure_username_free(session, display, except_id=user.id)
+            user.username = display
+            user.username_key = username_key(display)
+            changed.append("username")
+    if email is not UNSET:
+        address = normalize_email(email) if email is not None else None
+        if address != read_email(tools.cipher, user):
+            index = email_index(tools.cipher, address) if address else None
+            if index is not None:
+                await _ensure_email_free(session, index, except_id=user.id)
+            user.email_sealed = tools.cipher.seal_optional(
+                address, context=EMAIL_CONTEXT
+            )
+            user.email_index = index
+            changed.append("email")
+    if display_name is not UNSET:
+        name = (
+            normalize_display_name(display_name) if display_name is not None else None
+        )
+        if name != read_display_name(tools.cipher, user):
+            user.display_name_sealed = tools.cipher.seal_optional(
+                name, context=DISPLAY_NAME_CONTEXT
+            )
+            changed.append("displayName")
+    if changed:
+        await _flush_unique(session, "The username or email address is taken.")
+    return changed
+
+
+async def set_active(session: AsyncSession, user: User, *, active: bool) -> bool:
+    """Activate or deactivate a user; returns whether anything changed.
+
+    Raises:
+        Conflict: Deactivating would leave no active user with every permission.
+    """
+    if user.is_active == active:
+        return False
+    user.is_active = active
+    await session.flush()
+    if not active:
+        await ensure_an_admin_remains(session)
+    return True
+
+
+async def delete_user(session: AsyncSession, user: User) -> None:
+    """Delete a user.
+
+    Raises:
+        Conflict: It would leave no active user with every permission.
+    """
+    await session.delete(user)
+    await session.flush()
+    await ensure_an_admin_remains(session)
+
+
+async def set_roles(
+    session: AsyncSession,
+    user: User,
+    role_names: Iterable[str],
+    *,
+    actor_permissions: Collection[str],
+) -> tuple[list[str], list[str]]:
+    """Replace a user's roles.
+
+    Returns:
+        The role names added and removed.
+
+    Raises:
+        InvalidInput: A role does not exist.
+        PermissionDenied: A new role grants a permission the actor lacks.
+        Conflict: It would leave no active user with every permission.
+    """
+    roles = await get_roles_by_name(session, role_names)
+    before = set(user.role_names)
+    after = {role.name for role in roles}
+    added = sorted(after - before)
+    for role in roles:
+        if role.name in added:
+            check_can_grant(actor_permissions, role.permission_names)
+    user.roles = roles
+    await session.flush()
+    await ensure_an_admin_remains(session)
+    return added, sorted(before - after)
 
 
 async def authenticate(
     session: AsyncSession,
+    tools: AccountTools,
     *,
     username: str,
     password: str,
-    hasher: ThreadedPasswordHasher,
 ) -> User:
     """Return the active user that the username and password identify.
 
     An unknown username, a wrong password and an inactive account raise the
     same error after the same amount of hashing work, so that a client cannot
-    tell which usernames exist.
+    tell which usernames exist. A hash made with weaker parameters than the
+    current ones is replaced.
 
     Raises:
         InvalidCredentials: The credentials do not identify an active user.
     """
     user = await get_user_by_username(session, username)
-    matches, needs_rehash = await hasher.verify(
+    matches, needs_rehash = await tools.hasher.verify(
         password, user.password_hash if user is not None else None
     )
     if user is None:
@@ -127,6 +359,103 @@ async def authenticate(
     if not user.is_active:
         raise InvalidCredentials("inactive", user.id)
     if needs_rehash:
-        user.password_hash = await hasher.hash(password)
+        user.password_hash = await tools.hasher.hash(password)
         await session.flush()
     return user
+
+
+async def change_password(
+    session: AsyncSession,
+    tools: AccountTools,
+    user: User,
+    *,
+    current_password: str,
+    new_password: str,
+) -> None:
+    """Set a new password after checking the current one.
+
+    Raises:
+        InvalidInput: The current password is wrong (field
+            `currentPassword`), or the new one breaks the policy or equals it.
+    """
+    matches, _ = await tools.hasher.verify(current_password, user.password_hash)
+    if not matches:
+        raise InvalidInput("currentPassword", "is not your current password.")
+    normalized = await tools.hasher.check_policy(
+        tools.policy,
+        new_password,
+        personal=[
+            user.username,
+            read_email(tools.cipher, user),
+            read_display_name(tools.cipher, user),
+        ],
+        field="newPassword",
+    )
+    if normalized == unicodedata.normalize("NFKC", current_password):
+        raise InvalidInput("newPassword", "must differ from the current password.")
+    user.password_hash = await tools.hasher.hash(normalized)
+    user.must_change_password = False
+    await session.flush()
+
+
+async def reset_password(session: AsyncSession, tools: AccountTools, user: User) -> str:
+    """Give a user a random temporary password that must be changed at sign-in.
+
+    Until it is changed, the user's permissions are withheld (see
+    `effective_permissions`), so the temporary password is good for one
+    thing only: choosing a new one.
+
+    Returns:
+        The temporary password, to be handed to the user once.
+    """
+    temporary = secrets.token_urlsafe(18)
+    user.password_hash = await tools.hasher.hash(temporary)
+    user.must_change_password = True
+    await session.flush()
+    return temporary
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def search_users(
+    session: AsyncSession,
+    cipher: DataCipher,
+    *,
+    role: str | None = None,
+    active: bool | None = None,
+    search: str | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[User], int]:
+    """Return one page of users, ordered by id, and how many match in all.
+
+    `search` matches part of a username, ignoring case, or a whole email
+    address exactly (emails are stored sealed, so only exact matches work).
+    """
+    conditions = []
+    if active is not None:
+        conditions.append(User.is_active == active)
+    if role is not None:
+        conditions.append(
+            User.id.in_(
+                select(user_roles.c.user_id)
+                .join(Role, Role.id == user_roles.c.role_id)
+                .where(Role.name == role)
+            )
+        )
+    if search:
+        matches = [User.username_key.like(_like_pattern(username_key(search)), "\\")]
+        if "@" in search:
+            matches.append(User.email_index == email_index(cipher, search.strip()))
+        conditions.append(or_(*matches))
+
+    total = await session.scalar(
+        select(func.count()).select_from(User).where(*conditions)
+    )
+    users = await session.scalars(
+        select(User).where(*conditions).order_by(User.id).limit(limit).offset(offset)
+    )
+    return list(users), int(total or 0)

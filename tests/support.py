@@ -1,6 +1,7 @@
 """Helpers shared by the tests: a running service, users and GraphQL calls."""
 
 import asyncio
+import base64
 import os
 import secrets
 import socket
@@ -16,9 +17,10 @@ from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXTransport
 
+from schema.crypto import DataCipher, DataKeys, format_key_list, new_key
 from schema.database import create_service_engine, create_session_factory
 from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
-from schema.users import create_user
+from schema.users import AccountTools, create_user
 
 # Argon2 parameters low enough for hundreds of logins in a test run.
 TEST_ARGON2_ENV = {
@@ -26,6 +28,26 @@ TEST_ARGON2_ENV = {
     "FIELDGUARD_ARGON2_TIME_COST": "1",
 }
 TEST_JWT_SECRET = "test-secret-" + secrets.token_hex(32)
+TEST_DATA_KEY_ID = "test1"
+TEST_DATA_KEY = new_key()
+TEST_INDEX_KEY = secrets.token_bytes(32)
+TEST_DATA_KEYS_ENV = {
+    "FIELDGUARD_DATA_KEYS": format_key_list({TEST_DATA_KEY_ID: TEST_DATA_KEY}, "test1"),
+    "FIELDGUARD_DATA_INDEX_KEY": base64.b64encode(TEST_INDEX_KEY).decode(),
+}
+
+
+def make_test_cipher() -> DataCipher:
+    """Return a cipher with the keys the test services use."""
+    return DataCipher(
+        DataKeys(
+            keys={TEST_DATA_KEY_ID: TEST_DATA_KEY},
+            active_key_id=TEST_DATA_KEY_ID,
+            index_key=TEST_INDEX_KEY,
+        )
+    )
+
+
 SERVER_START_TIMEOUT_SECONDS = 60
 
 
@@ -123,18 +145,17 @@ async def _create_user(
     database_url: str, username: str, password: str, roles: list[str]
 ) -> None:
     engine = create_service_engine(database_url)
-    hasher = ThreadedPasswordHasher(
-        PasswordHasher(memory_cost_kib=64, time_cost=1), max_concurrent=1
+    tools = AccountTools(
+        cipher=make_test_cipher(),
+        hasher=ThreadedPasswordHasher(
+            PasswordHasher(memory_cost_kib=64, time_cost=1), max_concurrent=1
+        ),
+        policy=PasswordPolicy(),
     )
     try:
         async with create_session_factory(engine)() as session, session.begin():
             await create_user(
-                session,
-                username=username,
-                password=password,
-                role_names=roles,
-                hasher=hasher,
-                policy=PasswordPolicy(),
+                session, tools, username=username, password=password, role_names=roles
             )
     finally:
         await engine.dispose()
@@ -149,6 +170,7 @@ def service_env(
         if not key.startswith("FIELDGUARD_")
     }
     env.update(TEST_ARGON2_ENV)
+    env.update(TEST_DATA_KEYS_ENV)
     env.update(
         {
             "FIELDGUARD_DATABASE_URL": database_url,

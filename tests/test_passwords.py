@@ -49,12 +49,21 @@ def test_overlong_password_never_matches():
 @pytest.mark.parametrize(
     ("password", "accepted"),
     [
-        pytest.param("a" * 11, False, id="11-chars"),
-        pytest.param("a" * 12, True, id="12-chars"),
-        pytest.param("a" * 128, True, id="128-chars"),
-        pytest.param("a" * 129, False, id="129-chars"),
-        pytest.param("\u00e9" * 12, True, id="12-code-points-24-bytes"),
-        pytest.param("\U0001f600" * 12, True, id="12-emoji"),
+        pytest.param("qz7-Wk2!vN9", False, id="11-chars"),
+        pytest.param("qz7-Wk2!vN9x", True, id="12-chars"),
+        pytest.param("qz7-Wk2!vN9x" * 10 + "abcdefgh", True, id="128-chars"),
+        pytest.param("qz7-Wk2!vN9x" * 10 + "abcdefghi", False, id="129-chars"),
+        pytest.param(
+            "\u00e9\u00df\u00f8\u00e5\u00e7\u00fc\u00f1\u00ee\u00f4\u00e6\u0142\u017e",
+            True,
+            id="12-code-points-24-bytes",
+        ),
+        pytest.param(
+            "\U0001f600\U0001f680\U0001f355\U0001f3b8\U0001f98a\U0001f30d"
+            "\U0001f34e\U0001f6b2\U0001f4da\U0001f3b2\U0001f422\U0001f9c0",
+            True,
+            id="12-emoji",
+        ),
     ],
 )
 def test_policy_counts_code_points(password, accepted):
@@ -69,4 +78,31 @@ def test_policy_counts_code_points(password, accepted):
 
 def test_policy_minimum_is_a_setting():
     with pytest.raises(InvalidInput, match="at least 15"):
-        PasswordPolicy(min_length=15).check("a" * 14)
+        PasswordPolicy(min_length=15).check("qz7-Wk2!vN9x-a")
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        pytest.param("password1234", id="common"),
+        pytest.param("aaaaaaaaaaaaaaaa", id="repeated"),
+        pytest.param("qwertyuiopasdf", id="keyboard-walk"),
+    ],
+)
+def test_policy_rejects_guessable_passwords(password):
+    with pytest.raises(InvalidInput, match="too easy to guess"):
+        PasswordPolicy().check(password)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        pytest.param("Margarethe-Quill-88", id="username"),
+        pytest.param("xx-MQUILL-77-zz-01", id="email-local-part"),
+    ],
+)
+def test_policy_rejects_personal_words(password):
+    with pytest.raises(InvalidInput, match="username or email"):
+        PasswordPolicy().check(
+            password, personal=["margarethe", "mquill@example.org", None]
+        )

@@ -11,6 +11,7 @@ from graph.cli import main as cli_main
 SDL_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 RULE_DIRECTIVES = {"public", "signedIn", "requires", "ownerOr"}
 PUBLIC_ALLOW_LIST = {
+    ("LoginPayload", "passwordChangeRequired"),
     ("Mutation", "login"),
     ("LoginPayload", "accessToken"),
     ("LoginPayload", "tokenType"),

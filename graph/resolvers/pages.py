@@ -1,0 +1,29 @@
+"""Pagination arguments shared by list queries."""
+
+from graph.context import Context
+from schema.errors import InvalidInput
+
+MAX_OFFSET = 100_000
+
+
+def check_page(context: Context, limit: int, offset: int) -> None:
+    """Raise unless `limit` and `offset` are within the service's bounds.
+
+    Raises:
+        InvalidInput: `limit` is below 1 or above the maximum page size, or
+            `offset` is negative or above `MAX_OFFSET`.
+    """
+    maximum = context.services.settings.max_page_size
+    if not 1 <= limit <= maximum:
+        raise InvalidInput("limit", f"must be between 1 and {maximum} (got {limit}).")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(
+            "offset", f"must be between 0 and {MAX_OFFSET} (got {offset})."
+        )
+
+
+def parse_id(value: str) -> int | None:
+    """Return the integer behind an ID, or None when it cannot name a row."""
+    if not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)

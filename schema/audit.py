@@ -1,0 +1,147 @@
+"""The audit log: security-relevant actions, stored with personal data sealed."""
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema.crypto import DataCipher
+from schema.tables import AuditEvent
+
+CLIENT_IP_CONTEXT = "audit_events.client_ip"
+USER_AGENT_CONTEXT = "audit_events.user_agent"
+MAX_USER_AGENT_LENGTH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts, and from where; every field may be unknown."""
+
+    user_id: int | None = None
+    username: str | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit event with its personal data opened."""
+
+    id: int
+    occurred_at: datetime
+    actor_id: int | None
+    actor_username: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    outcome: str
+    client_ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    details: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    actor_id: int | None = None
+    action: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def record_event(
+    session: AsyncSession,
+    cipher: DataCipher,
+    *,
+    actor: Actor,
+    action: str,
+    outcome: str,
+    target_type: str | None = None,
+    target_id: object = None,
+    details: Mapping[str, object] | None = None,
+) -> None:
+    """Add an audit event to the session; it is written with the transaction.
+
+    `details` must hold no password, token or personal data.
+    """
+    user_agent = actor.user_agent[:MAX_USER_AGENT_LENGTH] if actor.user_agent else None
+    session.add(
+        AuditEvent(
+            actor_id=actor.user_id,
+            actor_username=actor.username,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            outcome=outcome,
+            client_ip_sealed=cipher.seal_optional(
+                actor.client_ip, context=CLIENT_IP_CONTEXT
+            ),
+            user_agent_sealed=cipher.seal_optional(
+                user_agent, context=USER_AGENT_CONTEXT
+            ),
+            request_id=actor.request_id,
+            details=json.dumps(dict(details), sort_keys=True) if details else None,
+        )
+    )
+    await session.flush()
+
+
+async def list_events(
+    session: AsyncSession,
+    cipher: DataCipher,
+    *,
+    where: AuditFilter,
+    limit: int,
+    offset: int,
+) -> tuple[list[AuditRecord], int]:
+    """Return one page of events, newest first, and the total that match."""
+    conditions = []
+    if where.actor_id is not None:
+        conditions.append(AuditEvent.actor_id == where.actor_id)
+    if where.action is not None:
+        conditions.append(AuditEvent.action == where.action)
+    if where.target_type is not None:
+        conditions.append(AuditEvent.target_type == where.target_type)
+    if where.target_id is not None:
+        conditions.append(AuditEvent.target_id == where.target_id)
+    if where.since is not None:
+        conditions.append(AuditEvent.occurred_at >= where.since)
+    if where.until is not None:
+        conditions.append(AuditEvent.occurred_at < where.until)
+
+    total = await session.scalar(
+        select(func.count()).select_from(AuditEvent).where(*conditions)
+    )
+    rows = await session.scalars(
+        select(AuditEvent)
+        .where(*conditions)
+        .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_open(row, cipher) for row in rows], int(total or 0)
+
+
+def _open(row: AuditEvent, cipher: DataCipher) -> AuditRecord:
+    return AuditRecord(
+        id=row.id,
+        occurred_at=row.occurred_at,
+        actor_id=row.actor_id,
+        actor_username=row.actor_username,
+        action=row.action,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        outcome=row.outcome,
+        client_ip=cipher.open_optional(row.client_ip_sealed, context=CLIENT_IP_CONTEXT),
+        user_agent=cipher.open_optional(
+            row.user_agent_sealed, context=USER_AGENT_CONTEXT
+        ),
+        request_id=row.request_id,
+        details=json.loads(row.details) if row.details else {},
+    )

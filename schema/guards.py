@@ -1,0 +1,54 @@
+"""Guards that keep role and account changes safe.
+
+Both roles and users call them, so they live apart from either service.
+"""
+
+from collections.abc import Collection, Iterable
+
+from sqlalchemy import false, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema.catalogue import Permission
+from schema.errors import Conflict, PermissionDenied
+from schema.tables import User
+
+ALL_PERMISSIONS = frozenset(p.value for p in Permission)
+# Arbitrary constant naming the advisory lock of the last-admin guard.
+ADMIN_GUARD_LOCK = 0x6667_0001
+
+
+def check_can_grant(actor_permissions: Collection[str], granted: Iterable[str]) -> None:
+    """Raise unless the actor holds every permission it is about to grant.
+
+    Raises:
+        PermissionDenied: Some granted permission is not the actor's own.
+    """
+    missing = sorted(set(granted) - set(actor_permissions))
+    if missing:
+        raise PermissionDenied(
+            "You cannot grant permissions you do not hold: " + ", ".join(missing) + "."
+        )
+
+
+async def ensure_an_admin_remains(session: AsyncSession) -> None:
+    """Raise unless some active user still holds every permission.
+
+    Called after a change has been flushed, inside its transaction, so that
+    raising rolls the change back. On PostgreSQL a transaction-level advisory
+    lock serializes these checks, so that two concurrent changes cannot each
+    count the other's administrator; SQLite serializes writers anyway.
+
+    Raises:
+        Conflict: The change would leave no active user with every permission.
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(ADMIN_GUARD_LOCK)))
+    for user in await session.scalars(
+        select(User).where(User.is_active, User.must_change_password == false())
+    ):
+        if user.permission_names >= ALL_PERMISSIONS:
+            return
+    raise Conflict(
+        "The change would leave no active user holding every permission; "
+        "grant the admin role to another active user first."
+    )
