@@ -12,6 +12,7 @@ from strawberry.types import ExecutionResult
 from graph.api import build_schema
 from graph.context import Context, build_context
 from graph.errors import to_client_errors
+from graph.http import RequestGuard
 from graph.services import Services, build_account_tools, token_settings
 from graph.settings import Settings
 from ml.registry import LoadedModel, load_latest
@@ -83,6 +84,9 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         context_getter=build_context,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         multipart_uploads_enabled=False,
+        # No subscriptions: the WebSocket transport would bypass the error
+        # handling of the HTTP path.
+        subscription_protocols=(),
     )
     app = FastAPI(
         title="fieldguard",
@@ -92,4 +96,5 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         openapi_url=None,
     )
     app.include_router(router, prefix="/graphql")
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     return app

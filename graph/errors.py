@@ -5,6 +5,7 @@ raise domain errors; `to_client_error` turns each into a GraphQL error at the
 edge. Anything else is unexpected and reaches the client masked.
 """
 
+import re
 from enum import StrEnum
 
 from graphql import GraphQLError
@@ -29,6 +30,8 @@ class ErrorCode(StrEnum):
     BAD_USER_INPUT = "BAD_USER_INPUT"
     NOT_FOUND = "NOT_FOUND"
     CONFLICT = "CONFLICT"
+    BAD_REQUEST = "BAD_REQUEST"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
@@ -120,6 +123,7 @@ def _to_client_error(error: GraphQLError, request_id: str | None) -> GraphQLErro
         error.extensions = {
             **(error.extensions or {}),
             "code": _classify_request_error(error),
+            **_variable_details(error.message),
         }
         return error
     mapped = to_client_error(original)
@@ -135,6 +139,25 @@ def _to_client_error(error: GraphQLError, request_id: str | None) -> GraphQLErro
         path=error.path,
         extensions=mapped.extensions,
     )
+
+
+# graphql-core's wording, e.g. "Variable '$input' has invalid value at
+# .bodyMassG: Float cannot represent ...".
+_VARIABLE_ERROR = re.compile(
+    r"Variable '\$(?P<variable>\w+)' has invalid value(?: at (?P<path>[^:]+))?: "
+    r"(?P<reason>.*)",
+    re.DOTALL,
+)
+
+
+def _variable_details(message: str) -> dict[str, str]:
+    """Return `field` and `reason` extensions for a variable coercion error."""
+    match = _VARIABLE_ERROR.match(message)
+    if match is None:
+        return {}
+    path = match["path"]
+    field = path.rsplit(".", 1)[-1].strip("[]0123456789") if path else ""
+    return {"field": field or match["variable"], "reason": match["reason"]}
 
 
 def _is_variable_error(error: GraphQLError) -> bool:

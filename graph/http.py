@@ -1,0 +1,291 @@
+"""An ASGI guard in front of the GraphQL app: size limits and error shapes.
+
+Every response with an error status is sent as a GraphQL-style JSON body with
+`extensions.code`. That covers Strawberry's transport checks, FastAPI's
+routing and exceptions that escaped the app. Request bodies are
+bounded and checked for well-formed JSON before Strawberry sees them, because
+some malformed bodies make Strawberry raise instead of answering 400.
+"""
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from graph.errors import MASKED_MESSAGE, ErrorCode
+from graph.limits import unstorable_reason
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_STATUS_CODES = {
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    500: ErrorCode.INTERNAL_SERVER_ERROR,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
+}
+_JSON_PARAMETERS = ("variables", "extensions")
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+def error_body(
+    status: int,
+    message: str,
+    request_id: str,
+    *,
+    code: ErrorCode | None = None,
+    **extensions: object,
+) -> bytes:
+    code = code or _STATUS_CODES.get(status, ErrorCode.BAD_REQUEST)
+    payload = {
+        "data": None,
+        "errors": [
+            {
+                "message": message,
+                "extensions": {
+                    "code": code.value,
+                    "requestId": request_id,
+                    **extensions,
+                },
+            }
+        ],
+    }
+    return json.dumps(payload).encode()
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _unstorable_string(value: object) -> str | None:
+    """Return why some string inside a JSON value cannot be stored, or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            reason = unstorable_reason(item)
+            if reason is not None:
+                return reason
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _check_json(body: bytes) -> tuple[ErrorCode, str] | None:
+    """Return why `body` is not a usable GraphQL JSON request, or None."""
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return ErrorCode.BAD_REQUEST, "The request body is not valid UTF-8."
+    except (ValueError, RecursionError):
+        return ErrorCode.BAD_REQUEST, "The request body is not valid JSON."
+    if not isinstance(value, dict):
+        return (
+            ErrorCode.BAD_REQUEST,
+            "The request body must be a JSON object; batched requests are not "
+            "accepted.",
+        )
+    reason = _unstorable_string(value)
+    if reason is not None:
+        return ErrorCode.BAD_USER_INPUT, reason
+    return None
+
+
+def _check_query_string(scope: Scope) -> tuple[ErrorCode, str] | None:
+    try:
+        parameters = parse_qs(
+            scope.get("query_string", b"").decode("utf-8"), errors="strict"
+        )
+    except UnicodeDecodeError:
+        return ErrorCode.BAD_REQUEST, "The query string is not valid UTF-8."
+    reason = _unstorable_string(parameters)
+    for name in _JSON_PARAMETERS:
+        for value in parameters.get(name, ()):
+            try:
+                reason = reason or _unstorable_string(json.loads(value))
+            except (ValueError, RecursionError):
+                return ErrorCode.BAD_REQUEST, f"The {name} parameter is not valid JSON."
+    if reason is not None:
+        return ErrorCode.BAD_USER_INPUT, reason
+    return None
+
+
+class RequestGuard:
+    """Bounds request bodies and gives every error response a JSON body."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # No WebSocket transport is served. Closing before accepting makes
+            # the server reject the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def reply(
+            status: int,
+            message: str,
+            code: ErrorCode | None = None,
+            **extensions: object,
+        ) -> None:
+            body = error_body(status, message, request_id, code=code, **extensions)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        problem = _check_query_string(scope)
+        if problem is not None:
+            await reply(400, problem[1], problem[0])
+            return
+        try:
+            body = await self._read_body(scope, receive)
+        except RequestTooLarge:
+            await reply(
+                413,
+                f"The request body exceeds {self.max_body_bytes} bytes.",
+                maxBytes=self.max_body_bytes,
+            )
+            return
+        content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip()
+        if body and content_type.lower() == b"application/json":
+            problem = _check_json(body)
+            if problem is not None:
+                await reply(400, problem[1], problem[0])
+                return
+
+        await self._forward(scope, body, send, request_id, reply)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_body_bytes:
+                raise RequestTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise RequestTooLarge
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        request_id: str,
+        reply: Callable[..., Awaitable[None]],
+    ) -> None:
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return {"type": "http.disconnect"}
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        started = False
+        held_start: Message | None = None
+        held_body: list[bytes] = []
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, held_start
+            if message["type"] == "http.response.start":
+                if message["status"] >= 400:
+                    # Hold the error response to give it the JSON error shape.
+                    held_start = message
+                    return
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+                started = True
+                await send(message)
+                return
+            if held_start is not None:
+                held_body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    started = True
+                    await self._send_error(held_start, b"".join(held_body), reply)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, replay, guarded_send)
+        except (OperationalError, PoolTimeoutError, DBAPIError) as error:
+            logger.error(
+                "Database unavailable (request_id=%s): %s",
+                request_id,
+                type(error).__name__,
+                exc_info=error,
+            )
+            if not started:
+                await reply(503, "The database is not available right now; try again.")
+        except Exception as error:
+            logger.error(
+                "Unexpected error outside GraphQL (request_id=%s)",
+                request_id,
+                exc_info=error,
+            )
+            if not started:
+                await reply(500, MASKED_MESSAGE)
+
+    @staticmethod
+    async def _send_error(
+        start: Message, body: bytes, reply: Callable[..., Awaitable[None]]
+    ) -> None:
+        status = int(start["status"])
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("errors"), list):
+            message = str(parsed["errors"][0].get("message", "Request failed."))
+        elif isinstance(parsed, dict) and "detail" in parsed:
+            message = str(parsed["detail"])
+        else:
+            message = body.decode("utf-8", "replace").strip() or "Request failed."
+        await reply(status, message)
