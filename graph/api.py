@@ -1,47 +1,20 @@
 """The GraphQL schema and the extensions that shape its errors."""
 
 import logging
-from collections.abc import Iterator
 from functools import lru_cache, partial
 
 import strawberry
-from graphql import GraphQLError, ValuesOfCorrectTypeRule
+from graphql import GraphQLError
 from strawberry.extensions import (
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
     ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
-from graph.errors import ErrorCode, is_unexpected
+from graph.errors import is_unexpected
+from graph.limits import request_rules
 from graph.resolvers import Mutation, Query
 
 logger = logging.getLogger(__name__)
-
-
-class InputValuesRule(ValuesOfCorrectTypeRule):
-    """Reports wrongly typed literal arguments as `BAD_USER_INPUT`."""
-
-    def report_error(self, error: GraphQLError) -> None:
-        error.extensions = {
-            **(error.extensions or {}),
-            "code": ErrorCode.BAD_USER_INPUT.value,
-        }
-        super().report_error(error)
-
-
-class InputErrorCodes(SchemaExtension):
-    """Swaps graphql-core's literal value rule for `InputValuesRule`."""
-
-    def on_operation(self) -> Iterator[None]:
-        self.execution_context.validation_rules = tuple(
-            InputValuesRule if rule is ValuesOfCorrectTypeRule else rule
-            for rule in self.execution_context.validation_rules
-        )
-        yield
 
 
 def _request_id(execution_context: ExecutionContext) -> str | None:
@@ -81,12 +54,12 @@ def build_schema(
         mutation=Mutation,
         # Factories, so that every request gets fresh extension instances; the
         # parser and validation caches live at module level and are shared.
+        # The validation cache comes first so that its on_validate hook runs
+        # before the one of the request rules.
         extensions=[
-            InputErrorCodes,
-            partial(QueryDepthLimiter, max_depth=max_depth),
-            partial(MaxAliasesLimiter, max_alias_count=max_aliases),
-            partial(MaxTokensLimiter, max_token_count=max_tokens),
-            partial(ParserCache, maxsize=256),
             partial(ValidationCache, maxsize=256),
+            request_rules(
+                max_depth=max_depth, max_aliases=max_aliases, max_tokens=max_tokens
+            ),
         ],
     )
