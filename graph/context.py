@@ -28,7 +28,7 @@ class Principal:
     username: str
     roles: tuple[str, ...]
     permissions: frozenset[str]
-    # After an admin reset the user holds no permission until a new password
+    # After an admin reset the user has no permission until a new password
     # is set.
     password_change_required: bool = False
 
@@ -107,11 +107,16 @@ async def load_principal(
 
 async def build_context(request: Request) -> Context:
     services: Services = request.app.state.services
-    principal, failure = await load_principal(
-        services, request.headers.get("authorization")
-    )
-    request_id = uuid.uuid4().hex
+    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     request.state.request_id = request_id
+    authorization = request.headers.getlist("authorization")
+    if len(authorization) > 1:
+        # Proxies disagree on which of several headers counts; trust none.
+        principal, failure = None, "several Authorization headers were sent"
+    else:
+        principal, failure = await load_principal(
+            services, authorization[0] if authorization else None
+        )
     return Context(
         services=services,
         request_id=request_id,

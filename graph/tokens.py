@@ -5,6 +5,7 @@ claims, an explicit token type, bounded leeway, and no key material taken
 from the token's own header.
 """
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ ALGORITHM = "HS256"
 # any other token type the service signs with the same key.
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti")
+# ASCII digits only (str.isdigit accepts other scripts' digits), and few
+# enough to fit a 64-bit database key.
+_USER_ID = re.compile(r"[0-9]{1,18}")
 # Headers that point at keys chosen by the token's creator.
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 
@@ -106,27 +110,33 @@ def verify_access_token(
         raise InvalidToken(f"{type(error).__name__}: {error}") from error
 
     leeway = settings.leeway_seconds
-    expires_at = _numeric_claim(claims, "exp")
-    issued_at = _numeric_claim(claims, "iat")
+    expires_at = _time_claim(claims, "exp")
+    issued_at = _time_claim(claims, "iat")
     if expires_at + leeway < current:
         raise InvalidToken("token has expired")
     if issued_at - leeway > current:
         raise InvalidToken("token was issued in the future")
-    if "nbf" in claims and _numeric_claim(claims, "nbf") - leeway > current:
+    if expires_at - issued_at > settings.ttl_seconds:
+        # Even a correctly signed token may not outlive the configured lifetime.
+        raise InvalidToken("token lifetime exceeds the access token lifetime")
+    if "nbf" in claims and _time_claim(claims, "nbf") - leeway > current:
         raise InvalidToken("token is not valid yet")
     subject = claims["sub"]
-    if not isinstance(subject, str) or not subject.isdigit():
+    if not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
         raise InvalidToken("subject is not a user id")
     return AccessClaims(
         user_id=int(subject),
         token_id=str(claims["jti"]),
-        issued_at=int(issued_at),
-        expires_at=int(expires_at),
+        issued_at=issued_at,
+        expires_at=expires_at,
     )
 
 
-def _numeric_claim(claims: dict[str, object], name: str) -> float:
+def _time_claim(claims: dict[str, object], name: str) -> int:
+    """Return a NumericDate claim, which must be a whole number within 64 bits."""
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidToken(f"claim {name!r} is not a number")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidToken(f"claim {name!r} is not a whole number of seconds")
+    if not 0 <= value < 2**63:
+        raise InvalidToken(f"claim {name!r} is out of range")
+    return value

@@ -7,9 +7,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schema.crypto import DataCipher
 from schema.errors import (
@@ -44,7 +44,7 @@ UNSET = _Unset.UNSET
 
 @dataclass(frozen=True, slots=True)
 class AccountTools:
-    """What account changes need besides a database session."""
+    """Cipher, hasher and password policy used by account changes."""
 
     cipher: DataCipher
     hasher: ThreadedPasswordHasher
@@ -331,37 +331,69 @@ async def set_roles(
     return added, sorted(before - after)
 
 
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """The account a successful sign-in identified."""
+
+    user_id: int
+    username: str
+    must_change_password: bool
+
+
 async def authenticate(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     tools: AccountTools,
     *,
     username: str,
     password: str,
-) -> User:
-    """Return the active user that the username and password identify.
+) -> SignedIn:
+    """Return the active account that the username and password identify.
 
     An unknown username, a wrong password and an inactive account raise the
-    same error after the same amount of hashing work, so that a client cannot
-    tell which usernames exist. A hash made with weaker parameters than the
-    current ones is replaced.
+    same error after the same work: one single-row query and one hash. No
+    database connection is held while hashing, so that a flood of sign-ins
+    cannot starve other requests of connections. A hash made with weaker
+    parameters than the current ones is replaced.
 
     Raises:
         InvalidCredentials: The credentials do not identify an active user.
     """
-    user = await get_user_by_username(session, username)
+    key = username_key(username)
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(
+                    User.id,
+                    User.username,
+                    User.password_hash,
+                    User.is_active,
+                    User.must_change_password,
+                ).where(User.username_key == key[: MAX_USERNAME_LENGTH + 1])
+            )
+        ).first()
     matches, needs_rehash = await tools.hasher.verify(
-        password, user.password_hash if user is not None else None
+        password, row.password_hash if row is not None else None
     )
-    if user is None:
+    if row is None:
         raise InvalidCredentials("unknown_user")
     if not matches:
-        raise InvalidCredentials("wrong_password", user.id)
-    if not user.is_active:
-        raise InvalidCredentials("inactive", user.id)
+        raise InvalidCredentials("wrong_password", row.id)
+    if not row.is_active:
+        raise InvalidCredentials("inactive", row.id)
     if needs_rehash:
-        user.password_hash = await tools.hasher.hash(password)
-        await session.flush()
-    return user
+        new_hash = await tools.hasher.hash(password)
+        async with sessions() as session, session.begin():
+            # Only if unchanged meanwhile, so a concurrent password change wins.
+            await session.execute(
+                update(User)
+                .where(User.id == row.id, User.password_hash == row.password_hash)
+                .values(password_hash=new_hash)
+            )
+    return SignedIn(
+        user_id=row.id,
+        username=row.username,
+        must_change_password=row.must_change_password,
+    )
 
 
 async def change_password(

@@ -99,3 +99,37 @@ def test_key_bearing_headers_are_rejected(header):
     )
     with pytest.raises(InvalidToken, match="own key"):
         verify_access_token(SETTINGS, token, now=NOW)
+
+
+def _signed(**overrides: object) -> str:
+    claims: dict[str, object] = {
+        "iss": "fieldguard",
+        "aud": "fieldguard",
+        "sub": "1",
+        "iat": NOW,
+        "exp": NOW + 60,
+        "jti": "x",
+    }
+    claims.update(overrides)
+    return jwt.encode(
+        claims, SETTINGS.secret, algorithm="HS256", headers={"typ": "at+jwt"}
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"sub": "\u0663"}, id="arabic-indic-digit"),
+        pytest.param({"sub": "\u00b2"}, id="superscript-digit"),
+        pytest.param({"sub": "9" * 30}, id="subject-too-long"),
+        pytest.param({"exp": 1e300}, id="float-expiry"),
+        pytest.param({"exp": 10**40}, id="huge-expiry"),
+        pytest.param({"exp": NOW + 3600}, id="lifetime-over-ttl"),
+        pytest.param({"iat": float("nan")}, id="nan-issued-at"),
+        pytest.param({"exp": float("inf")}, id="infinite-expiry"),
+        pytest.param({"nbf": NOW + 3600}, id="not-yet-valid"),
+    ],
+)
+def test_odd_claim_values_are_rejected(overrides):
+    with pytest.raises(InvalidToken):
+        verify_access_token(SETTINGS, _signed(**overrides), now=NOW)

@@ -102,12 +102,12 @@ class AccountMutation:
                 # the response.
                 await services.accounts.hasher.verify("x", None)
                 raise InvalidCredentials("oversized_input")
-            async with services.transaction() as session:
-                user = await authenticate(
-                    session, services.accounts, username=username, password=password
-                )
-                user_id, name = user.id, user.username
-                change_required = user.must_change_password
+            signed_in = await authenticate(
+                services.session_factory,
+                services.accounts,
+                username=username,
+                password=password,
+            )
         except InvalidCredentials as error:
             logger.info(
                 "Login failed: reason=%s user_id=%s ip=%s request_id=%s",
@@ -130,6 +130,7 @@ class AccountMutation:
             )
             raise
 
+        user_id = signed_in.user_id
         issued = issue_access_token(services.tokens, user_id=user_id)
         logger.info(
             "Login succeeded: user_id=%s ip=%s request_id=%s",
@@ -139,7 +140,7 @@ class AccountMutation:
         )
         actor = Actor(
             user_id=user_id,
-            username=name,
+            username=signed_in.username,
             client_ip=base_actor.client_ip,
             user_agent=base_actor.user_agent,
             request_id=base_actor.request_id,
@@ -149,7 +150,7 @@ class AccountMutation:
             access_token=issued.token,
             token_type=TOKEN_TYPE,
             expires_in=issued.expires_in,
-            password_change_required=change_required,
+            password_change_required=signed_in.must_change_password,
         )
 
     @strawberry.mutation(
