@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from graph.settings import Settings, SettingsError
 
@@ -169,7 +170,10 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
         app = create_app(settings)
     except ModelUnavailable as error:
         raise CommandError(str(error)) from error
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+    # X-Forwarded-For is not believed: the client address is the socket's.
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_config=None, proxy_headers=False
+    )
 
 
 def command_rotate_data_key(settings: Settings, args: argparse.Namespace) -> None:
@@ -290,17 +294,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe_settings_error(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        names = [str(part) for part in problem["loc"] if part != "__root__"]
+        variable = f"FIELDGUARD_{names[0].upper()}" if names else "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"  {variable}: {message}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import OperationalError
+
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as error:
-        print(f"fieldguard: invalid settings:\n{error}", file=sys.stderr)
+        print(
+            f"fieldguard: invalid settings:\n{_describe_settings_error(error)}",
+            file=sys.stderr,
+        )
         return 2
     _configure_logging(settings)
     try:
         args.handler(settings, args)
     except (CommandError, SettingsError) as error:
         print(f"fieldguard: {error}", file=sys.stderr)
+        return 1
+    except OperationalError as error:
+        url = make_url(settings.resolved_database_url)
+        print(
+            f"fieldguard: cannot use the database at "
+            f"{url.render_as_string(hide_password=True)}: {error.orig}. "
+            "Check FIELDGUARD_DATABASE_URL, or FIELDGUARD_DATA_DIR (relative to "
+            "the current folder).",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -11,9 +11,9 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schema.crypto import DataKeys, new_key, parse_key_list
@@ -35,7 +35,9 @@ class SettingsError(RuntimeError):
 class Settings(BaseSettings):
     """Service settings; each field reads `FIELDGUARD_<NAME>` from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="FIELDGUARD_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FIELDGUARD_", frozen=True, case_sensitive=False
+    )
 
     env: Environment = Environment.DEVELOPMENT
     data_dir: Path = Path("data")
@@ -64,22 +66,32 @@ class Settings(BaseSettings):
     max_concurrent_hashes: Annotated[int, Field(ge=1, le=64)] = 4
 
     graphiql: bool | None = None
-    max_query_depth: Annotated[int, Field(ge=2, le=50)] = 10
+    max_query_depth: Annotated[int, Field(ge=2, le=50)] = 8
     max_aliases: Annotated[int, Field(ge=1, le=1000)] = 30
     max_query_tokens: Annotated[int, Field(ge=50, le=100_000)] = 2000
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_production_secret(self) -> "Settings":
+        secret = self.jwt_secret
+        if (
+            secret is not None
+            and len(secret.get_secret_value().encode()) < MIN_SECRET_BYTES
+        ):
+            raise ValueError(
+                f"FIELDGUARD_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes."
+            )
         if self.env is Environment.PRODUCTION:
-            if self.jwt_secret is None:
+            if secret is None:
                 raise ValueError(
                     "FIELDGUARD_JWT_SECRET is required when FIELDGUARD_ENV=production."
-                )
-            if len(self.jwt_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
-                raise ValueError(
-                    f"FIELDGUARD_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes."
                 )
             if self.data_keys is None or self.data_index_key is None:
                 raise ValueError(

@@ -74,14 +74,22 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
 
 
 def ensure_sqlite_directory(url: str) -> None:
-    """Create the folder of a SQLite database file when it does not exist yet."""
+    """Create a SQLite file, readable by its owner only, if it does not exist yet.
+
+    The file contains password hashes, so it must not be readable by every
+    local user, whatever the umask.
+    """
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (
         None,
         "",
         ":memory:",
     ):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        path.touch(mode=0o600)
 
 
 def _alembic_config(url: str) -> Config:

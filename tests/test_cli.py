@@ -114,3 +114,147 @@ def test_migrations_go_up_and_down(tmp_path):
         engine.dispose()
     migrate(url)
     assert migration_state(url)[0] == head
+
+
+def test_database_file_is_private(cli_env, tmp_path):
+    assert run_cli(cli_env, "init").returncode == 0
+    mode = (tmp_path / "cli.db").stat().st_mode
+    assert mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("FIELDGUARD_JWT_SECRET", "short", "FIELDGUARD_JWT_SECRET"),
+        ("FIELDGUARD_LOG_LEVEL", "LOUD", "FIELDGUARD_LOG_LEVEL"),
+        (
+            "FIELDGUARD_ACCESS_TOKEN_TTL_SECONDS",
+            "60",
+            "FIELDGUARD_ACCESS_TOKEN_TTL_SECONDS",
+        ),
+    ],
+)
+def test_invalid_setting_names_the_variable(cli_env, variable, value, message):
+    result = run_cli({**cli_env, variable: value}, "export-schema")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_explained(cli_env, tmp_path):
+    env = {
+        **cli_env,
+        "FIELDGUARD_DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/x.db",
+    }
+    result = run_cli(env, "create-user", "zed", "--role", "viewer", stdin="x\n")
+    assert result.returncode == 1
+    assert "cannot use the database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_permissions_document_is_current():
+    from graph.api import build_schema
+    from graph.matrix import render_document
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "permissions.md"
+    assert path.read_text(encoding="utf-8") == render_document(
+        build_schema().as_str()
+    ), (
+        "docs/permissions.md is stale; run "
+        "`fieldguard permissions-matrix --document > docs/permissions.md`"
+    )
+
+
+def test_rotate_data_key_reseals_everything(tmp_path, model_dir):
+    """Development keys: rotation adds a key and moves every value to it."""
+    import asyncio
+    import json
+
+    from graph.services import build_cipher
+    from graph.settings import Settings
+    from schema.audit import Actor, record_event
+    from schema.database import create_service_engine, create_session_factory
+    from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
+    from schema.users import AccountTools, create_user, read_email
+
+    data_dir = tmp_path / "data"
+    env = service_env(
+        database_url=f"sqlite:///{tmp_path / 'rotate.db'}",
+        model_dir=model_dir,
+        data_dir=data_dir,
+    )
+    env.pop("FIELDGUARD_DATA_KEYS")
+    env.pop("FIELDGUARD_DATA_INDEX_KEY")
+    assert run_cli(env, "init").returncode == 0
+    settings = Settings(data_dir=data_dir, database_url=env["FIELDGUARD_DATABASE_URL"])
+    old_key = json.loads((data_dir / "data_keys.json").read_text())["active"]
+
+    async def seed() -> None:
+        engine = create_service_engine(settings.resolved_database_url)
+        tools = AccountTools(
+            cipher=build_cipher(settings),
+            hasher=ThreadedPasswordHasher(
+                PasswordHasher(memory_cost_kib=64, time_cost=1), max_concurrent=1
+            ),
+            policy=PasswordPolicy(),
+        )
+        async with create_session_factory(engine)() as session, session.begin():
+            for number in range(7):
+                await create_user(
+                    session,
+                    tools,
+                    username=f"rot{number}",
+                    password=strong_password(),
+                    role_names=[],
+                    email=f"rot{number}@example.org",
+                )
+                await record_event(
+                    session,
+                    tools.cipher,
+                    actor=Actor(client_ip="10.1.2.3", user_agent="ua"),
+                    action="test",
+                    outcome="success",
+                )
+        await engine.dispose()
+
+    asyncio.run(seed())
+    result = run_cli(env, "rotate-data-key", "--batch-size", "3")
+    assert result.returncode == 0, result.stderr
+    new_key = json.loads((data_dir / "data_keys.json").read_text())["active"]
+    assert new_key != old_key
+    assert "Resealed" in result.stdout
+
+    engine = create_sync_engine(settings.resolved_database_url)
+    with engine.connect() as connection:
+        from sqlalchemy import text
+
+        sealed = [
+            value
+            for row in connection.execute(
+                text(
+                    "SELECT email_sealed FROM users WHERE email_sealed IS NOT NULL "
+                    "UNION ALL SELECT client_ip_sealed FROM audit_events"
+                )
+            )
+            for value in row
+        ]
+    engine.dispose()
+    assert len(sealed) == 14
+    assert all(value.startswith(f"{new_key}:") for value in sealed)
+
+    async def read_back() -> list[str | None]:
+        engine = create_service_engine(settings.resolved_database_url)
+        cipher = build_cipher(settings)
+        from sqlalchemy import select
+
+        from schema.tables import User
+
+        async with create_session_factory(engine)() as session:
+            users = (
+                await session.scalars(select(User).where(User.username.like("rot%")))
+            ).all()
+            emails = [read_email(cipher, user) for user in users]
+        await engine.dispose()
+        return emails
+
+    assert sorted(asyncio.run(read_back())) == [f"rot{n}@example.org" for n in range(7)]
