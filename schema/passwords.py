@@ -59,7 +59,7 @@ class PasswordPolicy:
             field: Input field named in the error.
 
         Raises:
-            InvalidInput: The password breaks a rule; the reason says which.
+            InvalidInput: The password breaks a rule, named in the reason.
         """
         normalized = normalize_password(password)
         length = len(normalized)
@@ -187,11 +187,16 @@ class ThreadedPasswordHasher:
         )
 
     async def check_policy(
-        self, policy: PasswordPolicy, password: str, *, personal: Sequence[str | None]
+        self,
+        policy: PasswordPolicy,
+        password: str,
+        *,
+        personal: Sequence[str | None],
+        field: str = "password",
     ) -> str:
         """Run `policy.check` in a worker thread; zxcvbn can take 0.4 s."""
         return await anyio.to_thread.run_sync(
-            partial(policy.check, password, personal=personal),
+            partial(policy.check, password, personal=personal, field=field),
             limiter=self._get_limiter(),
         )
 

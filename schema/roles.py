@@ -193,16 +193,16 @@ async def update_role(
         What changed: new name, and permissions added and removed.
 
     Raises:
-        InvalidInput: A value is invalid, or the change is not allowed for a
-            built-in role.
+        InvalidInput: A value is invalid.
         PermissionDenied: The role would grant a permission the actor lacks.
-        Conflict: The new name is taken, or no active user would hold every
+        Conflict: The new name is taken, the change would rename a built-in
+            role or narrow the admin role, or no active user would hold every
             permission afterwards.
     """
     changes: dict[str, object] = {}
     if name is not None and name != role.name:
         if role.builtin:
-            raise InvalidInput("name", "built-in roles cannot be renamed.")
+            raise Conflict(f"Role {role.name!r} is built in and cannot be renamed.")
         name = normalize_role_name(name)
         if await session.scalar(select(Role).where(Role.name == name)) is not None:
             raise Conflict(f"A role named {name!r} already exists.")
@@ -216,9 +216,7 @@ async def update_role(
         after = {row.name for row in rows}
         before = set(role.permission_names)
         if role.name == BuiltinRole.ADMIN.value and role.builtin and after != before:
-            raise InvalidInput(
-                "permissions", "the admin role always grants every permission."
-            )
+            raise Conflict("The built-in admin role always grants every permission.")
         check_can_grant(actor_permissions, after - before)
         role.permissions = rows
         changes["permissionsAdded"] = sorted(after - before)
@@ -232,12 +230,11 @@ async def delete_role(session: AsyncSession, role: Role, *, force: bool) -> int:
     """Delete a role and return how many users held it.
 
     Raises:
-        InvalidInput: The role is built in.
-        Conflict: Users hold the role and `force` is false, or deleting it
-            would leave no active user with every permission.
+        Conflict: The role is built in, users hold it and `force` is false,
+            or deleting it would leave no active user with every permission.
     """
     if role.builtin:
-        raise InvalidInput("name", "built-in roles cannot be deleted.")
+        raise Conflict(f"Role {role.name!r} is built in and cannot be deleted.")
     members = await count_role_members(session, role)
     if members and not force:
         raise Conflict(

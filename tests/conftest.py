@@ -30,8 +30,18 @@ BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 PERSONA_ROLES = {
     "analyst": ["analyst"],
     "viewer": ["viewer"],
+    "auditor": ["auditor"],
     "nobody": [],
 }
+
+
+def pytest_report_header() -> str:
+    if POSTGRES_URL:
+        return "fieldguard databases: SQLite and PostgreSQL"
+    return (
+        "fieldguard databases: SQLite only "
+        "(set FIELDGUARD_TEST_DATABASE_URL to add PostgreSQL)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,10 @@ def strong_password() -> str:
     return "pw-" + secrets.token_urlsafe(18)
 
 
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
 def fieldguard_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "graph", *args]
 
@@ -133,6 +137,38 @@ class RunningService:
         asyncio.run(_create_user(self.database_url, username, password, roles))
         self.passwords[username] = password
         return password
+
+    def add_user(
+        self,
+        roles: list[str],
+        *,
+        prefix: str = "user",
+        email: str | None = None,
+        display_name: str | None = None,
+    ) -> tuple[str, str, str]:
+        """Create a user through the admin's createUser mutation.
+
+        Returns:
+            The new user's id, username and password.
+        """
+        username = unique_name(prefix)
+        password = strong_password()
+        result = self.execute(
+            "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
+            {
+                "input": {
+                    "username": username,
+                    "password": password,
+                    "roles": roles,
+                    "email": email,
+                    "displayName": display_name,
+                }
+            },
+            token=self.login("admin"),
+        )
+        assert result.errors == [], result.errors
+        self.passwords[username] = password
+        return result.data["createUser"]["id"], username, password
 
     def is_alive(self) -> bool:
         return self.process.poll() is None
