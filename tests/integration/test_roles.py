@@ -90,7 +90,9 @@ def test_role_in_use_needs_force(service: RunningService, admin: str):
     )
     user_id, username, _ = service.add_user([role])
 
-    without_force = service.execute(DELETE_ROLE, {"name": role, "force": False}, token=admin)
+    without_force = service.execute(
+        DELETE_ROLE, {"name": role, "force": False}, token=admin
+    )
     forced = service.execute(DELETE_ROLE, {"name": role, "force": True}, token=admin)
 
     assert without_force.codes() == ["CONFLICT"]
