@@ -258,3 +258,11 @@ def test_rotate_data_key_reseals_everything(tmp_path, model_dir):
         return emails
 
     assert sorted(asyncio.run(read_back())) == [f"rot{n}@example.org" for n in range(7)]
+
+
+def test_production_requires_data_keys(cli_env):
+    env = {**cli_env, "FIELDGUARD_ENV": "production"}
+    env.pop("FIELDGUARD_DATA_KEYS")
+    result = run_cli(env, "serve", "--port", "1")
+    assert result.returncode == 2
+    assert "FIELDGUARD_DATA_KEYS" in result.stderr

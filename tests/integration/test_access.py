@@ -208,3 +208,96 @@ def test_auditor_reads_audit_log_but_not_users(service: RunningService, tokens):
     assert users.codes() == ["FORBIDDEN"]
     assert viewer_audit.codes() == ["FORBIDDEN"]
     assert anonymous.codes() == ["UNAUTHENTICATED"]
+
+
+# Every management operation, with variables that would succeed for an admin.
+OPERATIONS = {
+    "users": ("{ users { totalCount } }", {}, "users:read"),
+    "user": ('{ user(id: "1") { username } }', {}, "users:read"),
+    "createUser": (
+        "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+        {"i": {"username": "never-created", "password": "Zq8-never-used-pw"}},
+        "users:write",
+    ),
+    "updateUser": (
+        'mutation { updateUser(id: "1", input: {displayName: "x"}) { id } }',
+        {},
+        "users:write",
+    ),
+    "deactivateUser": (
+        'mutation { deactivateUser(id: "1") { id } }',
+        {},
+        "users:write",
+    ),
+    "reactivateUser": (
+        'mutation { reactivateUser(id: "1") { id } }',
+        {},
+        "users:write",
+    ),
+    "deleteUser": ('mutation { deleteUser(id: "1") }', {}, "users:write"),
+    "setUserRoles": (
+        'mutation { setUserRoles(id: "1", roles: []) { id } }',
+        {},
+        "users:write",
+    ),
+    "resetUserPassword": (
+        'mutation { resetUserPassword(id: "1") { temporaryPassword } }',
+        {},
+        "users:write",
+    ),
+    "roles": ("{ roles { name } }", {}, "roles:read"),
+    "permissions": ("{ permissions { name } }", {}, "roles:read"),
+    "createRole": (
+        'mutation { createRole(input: {name: "never-made"}) { name } }',
+        {},
+        "roles:write",
+    ),
+    "updateRole": (
+        'mutation { updateRole(name: "viewer", input: {description: "x"}) { name } }',
+        {},
+        "roles:write",
+    ),
+    "deleteRole": ('mutation { deleteRole(name: "viewer") }', {}, "roles:write"),
+    "auditEvents": ("{ auditEvents { totalCount } }", {}, "audit:read"),
+}
+PERSONA_PERMISSIONS = {
+    "analyst": {"predict:run", "predict:proba"},
+    "viewer": {"predict:run"},
+    "auditor": {"audit:read"},
+    "nobody": set(),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+@pytest.mark.parametrize("persona", sorted(PERSONA_PERMISSIONS))
+def test_operation_denied_without_permission(
+    service: RunningService, tokens, persona, operation
+):
+    document, variables, permission = OPERATIONS[operation]
+    if permission in PERSONA_PERMISSIONS[persona]:
+        pytest.skip(f"{persona} holds {permission}")
+    result = service.execute(document, variables, token=tokens[persona])
+    assert result.codes() == ["FORBIDDEN"]
+    assert result.errors[0]["extensions"]["requiredPermission"] == permission
+    assert result.data is None or result.data.get(operation) is None
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_operation_unauthenticated_for_anonymous(service: RunningService, operation):
+    document, variables, _ = OPERATIONS[operation]
+    assert service.execute(document, variables).codes() == ["UNAUTHENTICATED"]
+
+
+def test_deactivated_user_is_unauthenticated_everywhere(
+    service: RunningService, admin: str
+):
+    user_id, username, _ = service.add_user(["admin"], prefix="former-admin")
+    token = service.login(username)
+    service.execute(
+        "mutation($id: ID!) { deactivateUser(id: $id) { id } }",
+        {"id": user_id},
+        token=admin,
+    )
+    for operation, (document, variables, _) in OPERATIONS.items():
+        codes = service.execute(document, variables, token=token).codes()
+        assert codes == ["UNAUTHENTICATED"], operation
