@@ -8,9 +8,11 @@ from graphql import GraphQLError
 from strawberry.extensions import (
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from graph.errors import is_unexpected
+from graph.introspection import IntrospectionGuard
 from graph.limits import request_rules
 from graph.resolvers import Mutation, Query
 
@@ -45,10 +47,25 @@ class FieldguardSchema(strawberry.Schema):
             )
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def build_schema(
-    *, max_depth: int = 10, max_aliases: int = 30, max_tokens: int = 2000
+    *,
+    max_depth: int = 8,
+    max_aliases: int = 30,
+    max_tokens: int = 2000,
+    max_cost: int = 5000,
+    max_page_size: int = 100,
+    guard_introspection: bool = False,
+    max_batch_operations: int = 0,
 ) -> FieldguardSchema:
+    """Build the schema with its request limits.
+
+    Args:
+        guard_introspection: Allow `__schema` and `__type` only to callers
+            holding schema:introspect, as in production.
+        max_batch_operations: Operations allowed in one batched HTTP request;
+            0 turns batching off.
+    """
     return FieldguardSchema(
         query=Query,
         mutation=Mutation,
@@ -59,7 +76,19 @@ def build_schema(
         extensions=[
             partial(ValidationCache, maxsize=256),
             request_rules(
-                max_depth=max_depth, max_aliases=max_aliases, max_tokens=max_tokens
+                max_depth=max_depth,
+                max_aliases=max_aliases,
+                max_tokens=max_tokens,
+                max_cost=max_cost,
+                max_page_size=max_page_size,
             ),
+            *([IntrospectionGuard] if guard_introspection else []),
         ],
+        config=StrawberryConfig(
+            batching_config=(
+                {"max_operations": max_batch_operations}
+                if max_batch_operations
+                else None
+            )
+        ),
     )

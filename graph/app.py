@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
@@ -29,7 +30,9 @@ class FieldguardRouter(GraphQLRouter[Context, None]):
     ) -> GraphQLHTTPResponse:
         if result.errors:
             result.errors = to_client_errors(
-                result.errors, getattr(request.state, "request_id", None)
+                result.errors,
+                getattr(request.state, "request_id", None),
+                hide_suggestions=request.app.state.hide_suggestions,
             )
         return await super().process_result(request, result)
 
@@ -78,11 +81,16 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_query_tokens,
+        max_cost=settings.max_query_cost,
+        max_page_size=settings.max_page_size,
+        guard_introspection=settings.is_production,
+        max_batch_operations=settings.max_batch_operations,
     )
     router = FieldguardRouter(
         schema,
         context_getter=build_context,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        allow_queries_via_get=settings.get_queries_enabled,
         multipart_uploads_enabled=False,
         # No subscriptions: the WebSocket transport would bypass the error
         # handling of the HTTP path.
@@ -96,5 +104,21 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         openapi_url=None,
     )
     app.include_router(router, prefix="/graphql")
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    app.state.hide_suggestions = settings.is_production
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["POST", "GET"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
+    # Added last, so it is outermost and sees every response, CORS ones too.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        max_batch_operations=settings.max_batch_operations,
+        timeout_seconds=settings.request_timeout_seconds,
+    )
     return app

@@ -99,6 +99,9 @@ async def _init(settings: Settings) -> None:
 def command_init(settings: Settings, _args: argparse.Namespace) -> None:
     from schema.database import migrate
 
+    # Creates the development secret now, so that every worker started later
+    # reads the same one.
+    settings.signing_secret()
     migrate(settings.resolved_database_url)
     asyncio.run(_init(settings))
 
@@ -159,6 +162,80 @@ def command_create_user(settings: Settings, args: argparse.Namespace) -> None:
     asyncio.run(_create_user(settings, args.username, args.role))
 
 
+async def _check_production_secrets(settings: Settings) -> None:
+    """Refuse development secrets and an unchanged bootstrap admin password."""
+    from graph.settings import read_data_keys_file
+    from schema.users import get_user_by_username
+
+    secret_file = settings.data_dir / "jwt_secret"
+    if (
+        secret_file.exists()
+        and secret_file.read_text(encoding="utf-8").strip() == settings.signing_secret()
+    ):
+        raise CommandError(
+            f"FIELDGUARD_JWT_SECRET equals the development secret in {secret_file}; "
+            "use a new secret in production."
+        )
+    if settings.data_keys_path.exists():
+        development = read_data_keys_file(settings.data_keys_path)
+        production = settings.load_data_keys()
+        shared = set(development.keys.values()) & set(production.keys.values())
+        if shared or development.index_key == production.index_key:
+            raise CommandError(
+                "FIELDGUARD_DATA_KEYS or FIELDGUARD_DATA_INDEX_KEY reuses a "
+                f"development key from {settings.data_keys_path}; use new keys."
+            )
+    if settings.admin_password is None:
+        return
+    engine, sessions, accounts = _database_services(settings)
+    try:
+        async with sessions() as session:
+            admin = await get_user_by_username(session, settings.admin_username)
+            if admin is None:
+                return
+            matches, _ = await accounts.hasher.verify(
+                settings.admin_password.get_secret_value(), admin.password_hash
+            )
+    finally:
+        await engine.dispose()
+    if matches:
+        raise CommandError(
+            "The admin account still uses the password from "
+            "FIELDGUARD_ADMIN_PASSWORD. Change it with `fieldguard set-password "
+            f"{settings.admin_username}` and remove the variable."
+        )
+
+
+async def _set_password(settings: Settings, username: str) -> None:
+    from schema.errors import InvalidInput
+    from schema.users import get_user_by_username, read_email, set_password
+
+    password = _read_new_password()
+    engine, sessions, accounts = _database_services(settings)
+    try:
+        async with sessions() as session, session.begin():
+            user = await get_user_by_username(session, username)
+            if user is None:
+                raise CommandError(f"No user named {username!r}.")
+            await set_password(
+                session,
+                accounts,
+                user,
+                new_password=password,
+                personal=[user.username, read_email(accounts.cipher, user)],
+            )
+            print(f"Set a new password for {user.username!r}.")
+    except InvalidInput as error:
+        raise CommandError(f"The password {error.reason}") from error
+    finally:
+        await engine.dispose()
+
+
+def command_set_password(settings: Settings, args: argparse.Namespace) -> None:
+    _check_schema_current(settings)
+    asyncio.run(_set_password(settings, args.username))
+
+
 def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -166,6 +243,8 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     from ml.errors import ModelUnavailable
 
     _check_schema_current(settings)
+    if settings.is_production:
+        asyncio.run(_check_production_secrets(settings))
     try:
         app = create_app(settings)
     except ModelUnavailable as error:
@@ -265,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Role to grant; repeat for several roles.",
     )
     create_user.set_defaults(handler=command_create_user)
+
+    set_password = commands.add_parser(
+        "set-password",
+        help=(
+            "Set a user's password; it is read from standard input or a prompt. "
+            "Clears a pending reset."
+        ),
+    )
+    set_password.add_argument("username")
+    set_password.set_defaults(handler=command_set_password)
 
     export = commands.add_parser("export-schema", help="Print the GraphQL SDL.")
     export.set_defaults(handler=command_export_schema)

@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    TIMEOUT = "TIMEOUT"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 
@@ -92,17 +93,26 @@ def to_client_error(error: Exception) -> ClientError | None:
     return None
 
 
+# graphql-core appends these to unknown field, argument and type names.
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
 def to_client_errors(
-    errors: list[GraphQLError], request_id: str | None
+    errors: list[GraphQLError], request_id: str | None, *, hide_suggestions: bool
 ) -> list[GraphQLError]:
     """Give every error a stable code and mask the unexpected ones.
 
     Domain errors become their client error. GraphQL errors from parsing,
     validation and variable coercion keep their message and get a code.
     Any other error is replaced by a masked one that carries the request id;
-    the schema logs the real error with the same id.
+    the schema logs the real error with the same id. With `hide_suggestions`,
+    "Did you mean" hints, which reveal names of the schema, are removed.
     """
-    return [_to_client_error(error, request_id) for error in errors]
+    converted = [_to_client_error(error, request_id) for error in errors]
+    if hide_suggestions:
+        for error in converted:
+            error.message = _SUGGESTION.sub("", error.message)
+    return converted
 
 
 def is_unexpected(error: GraphQLError) -> bool:

@@ -7,6 +7,7 @@ bounded and checked for well-formed JSON before Strawberry sees them, because
 some malformed bodies make Strawberry raise instead of answering 400.
 """
 
+import asyncio
 import json
 import logging
 import uuid
@@ -14,6 +15,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from graphql import FieldNode, GraphQLError, parse, visit
+from graphql.language import Visitor
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -34,6 +37,16 @@ _STATUS_CODES = {
     503: ErrorCode.SERVICE_UNAVAILABLE,
 }
 _JSON_PARAMETERS = ("variables", "extensions")
+# Fields whose every call must be counted on its own, so never batched.
+UNBATCHABLE_FIELDS = frozenset({"login", "refreshToken"})
+SECURITY_HEADERS = (
+    # Responses carry tokens and personal data: no cache may keep them.
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+)
 
 
 class RequestTooLarge(Exception):
@@ -89,7 +102,43 @@ def _unstorable_string(value: object) -> str | None:
     return None
 
 
-def _check_json(body: bytes) -> tuple[ErrorCode, str] | None:
+def _uses_unbatchable_field(operation: object) -> bool:
+    query = operation.get("query") if isinstance(operation, dict) else None
+    if not isinstance(query, str):
+        return False
+    try:
+        document = parse(query, max_tokens=10_000)
+    except GraphQLError:
+        return False  # Strawberry reports the syntax error for this operation.
+    finder = _FieldFinder(UNBATCHABLE_FIELDS)
+    visit(document, finder)
+    return finder.found
+
+
+class _FieldFinder(Visitor):
+    def __init__(self, names: frozenset[str]) -> None:
+        super().__init__()
+        self.names = names
+        self.found = False
+
+    def enter_field(self, node: FieldNode, *_args: object) -> object:
+        if node.name.value in self.names:
+            self.found = True
+            return Visitor.BREAK
+        return None
+
+
+def _check_batch(value: list[object], max_operations: int) -> str | None:
+    if max_operations == 0:
+        return "Batched requests are not accepted; send one operation per request."
+    if not 0 < len(value) <= max_operations:
+        return f"A batch must hold 1 to {max_operations} operations."
+    if any(_uses_unbatchable_field(operation) for operation in value):
+        return "login and refreshToken cannot be batched; send them on their own."
+    return None
+
+
+def _check_json(body: bytes, max_batch: int) -> tuple[ErrorCode, str] | None:
     """Return why `body` is not a usable GraphQL JSON request, or None."""
     try:
         value = json.loads(body.decode("utf-8"))
@@ -97,12 +146,12 @@ def _check_json(body: bytes) -> tuple[ErrorCode, str] | None:
         return ErrorCode.BAD_REQUEST, "The request body is not valid UTF-8."
     except (ValueError, RecursionError):
         return ErrorCode.BAD_REQUEST, "The request body is not valid JSON."
-    if not isinstance(value, dict):
-        return (
-            ErrorCode.BAD_REQUEST,
-            "The request body must be a JSON object; batched requests are not "
-            "accepted.",
-        )
+    if isinstance(value, list):
+        problem = _check_batch(value, max_batch)
+        if problem is not None:
+            return ErrorCode.BAD_REQUEST, problem
+    elif not isinstance(value, dict):
+        return ErrorCode.BAD_REQUEST, "The request body must be a JSON object."
     reason = _unstorable_string(value)
     if reason is not None:
         return ErrorCode.BAD_USER_INPUT, reason
@@ -131,9 +180,18 @@ def _check_query_string(scope: Scope) -> tuple[ErrorCode, str] | None:
 class RequestGuard:
     """Bounds request bodies and gives every error response a JSON body."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_batch_operations: int = 0,
+        timeout_seconds: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_batch_operations = max_batch_operations
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -162,6 +220,7 @@ class RequestGuard:
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
                         (b"x-request-id", request_id.encode()),
+                        *SECURITY_HEADERS,
                     ],
                 }
             )
@@ -182,7 +241,7 @@ class RequestGuard:
             return
         content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip()
         if body and content_type.lower() == b"application/json":
-            problem = _check_json(body)
+            problem = _check_json(body, self.max_batch_operations)
             if problem is not None:
                 await reply(400, problem[1], problem[0])
                 return
@@ -241,6 +300,7 @@ class RequestGuard:
                 message["headers"] = [
                     *message["headers"],
                     (b"x-request-id", request_id.encode()),
+                    *SECURITY_HEADERS,
                 ]
                 started = True
                 await send(message)
@@ -254,7 +314,20 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self.app(scope, replay, guarded_send)
+            async with asyncio.timeout(self.timeout_seconds):
+                await self.app(scope, replay, guarded_send)
+        except TimeoutError:
+            logger.warning(
+                "Request timed out after %s s (request_id=%s)",
+                self.timeout_seconds,
+                request_id,
+            )
+            if not started:
+                await reply(
+                    503,
+                    f"The request took longer than {self.timeout_seconds:g} seconds.",
+                    ErrorCode.TIMEOUT,
+                )
         except (OperationalError, PoolTimeoutError, DBAPIError) as error:
             logger.error(
                 "Database unavailable (request_id=%s): %s",

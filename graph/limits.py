@@ -14,10 +14,14 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     StringValueNode,
     ValuesOfCorrectTypeRule,
+    get_named_type,
+    get_nullable_type,
+    is_list_type,
     parse,
 )
 from strawberry.extensions import SchemaExtension
@@ -178,16 +182,89 @@ def alias_rule(max_aliases: int) -> type[ASTValidationRule]:
     return AliasRule
 
 
+def cost_rule(
+    max_cost: int, *, max_page_size: int, list_size: int = 10
+) -> type[ASTValidationRule]:
+    """Build a rule that rejects operations whose estimated cost exceeds `max_cost`.
+
+    Every field costs 1. A field with a `limit` argument multiplies the cost
+    of what it selects by that limit (by `max_page_size` when the limit is a
+    variable), and the first list below it is that page. Any other list
+    multiplies by `list_size`, an estimate of the short lists of this schema.
+    """
+
+    class CostRule(_SelectionWalker):
+        def enter_operation_definition(
+            self, node: OperationDefinitionNode, *_args: object
+        ) -> None:
+            root = self.context.schema.get_root_type(node.operation)
+            cost = self._cost(node.selection_set, root, frozenset(), in_page=False)
+            if cost > max_cost:
+                self.report_error(
+                    _limit_error(
+                        f"The operation's estimated cost is {cost} or more; at most "
+                        f"{max_cost} is allowed. Ask for smaller pages or fewer "
+                        "fields.",
+                        node,
+                        "cost",
+                    )
+                )
+
+        def _cost(self, selection_set, parent_type, visited, *, in_page: bool) -> int:  # type: ignore[no-untyped-def]
+            total = 0
+            fields = getattr(parent_type, "fields", None) or {}
+            for field, path in self._fields(selection_set, visited):
+                definition = fields.get(field.name.value)
+                if definition is None:
+                    total += 1
+                    continue
+                multiplier, page_below = 1, in_page
+                limit = _limit_argument(field, max_page_size)
+                if limit is not None:
+                    multiplier, page_below = limit, True
+                elif is_list_type(get_nullable_type(definition.type)):
+                    multiplier = 1 if in_page else list_size
+                    page_below = False
+                child_type = get_named_type(definition.type)
+                total += 1 + multiplier * self._cost(
+                    field.selection_set, child_type, path, in_page=page_below
+                )
+                if total > max_cost:
+                    break
+            return total
+
+    return CostRule
+
+
+def _limit_argument(field: FieldNode, max_page_size: int) -> int | None:
+    for argument in field.arguments or ():
+        if argument.name.value == "limit":
+            if isinstance(argument.value, IntValueNode):
+                return max(1, min(int(argument.value.value), max_page_size))
+            return max_page_size
+    return None
+
+
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
 def _cached_parse(query: str, max_tokens: int):  # type: ignore[no-untyped-def]
     return parse(query, max_tokens=max_tokens)
 
 
 def request_rules(
-    *, max_depth: int, max_aliases: int, max_tokens: int
+    *,
+    max_depth: int,
+    max_aliases: int,
+    max_tokens: int,
+    max_cost: int,
+    max_page_size: int,
 ) -> type[SchemaExtension]:
     """Build the extension that applies the limits and the input error codes."""
-    extra_rules = (depth_rule(max_depth), alias_rule(max_aliases), StorableStringsRule)
+    extra_rules = (
+        depth_rule(max_depth),
+        alias_rule(max_aliases),
+        cost_rule(max_cost, max_page_size=max_page_size),
+        StorableStringsRule,
+    )
 
     class RequestRules(SchemaExtension):
         def on_operation(self) -> Iterator[None]:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_concurrent_hashes: Annotated[int, Field(ge=1, le=64)] = 4
 
     graphiql: bool | None = None
+    allow_get_queries: bool | None = None
+    cors_origins: str = ""
+    max_batch_operations: Annotated[int, Field(ge=0, le=10)] = 0
+    max_query_cost: Annotated[int, Field(ge=10, le=1_000_000)] = 5000
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     max_query_depth: Annotated[int, Field(ge=2, le=50)] = 8
     max_aliases: Annotated[int, Field(ge=1, le=1000)] = 30
     max_query_tokens: Annotated[int, Field(ge=50, le=100_000)] = 2000
@@ -111,6 +116,22 @@ class Settings(BaseSettings):
         return (
             self.model_dir if self.model_dir is not None else self.data_dir / "models"
         )
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def get_queries_enabled(self) -> bool:
+        if self.allow_get_queries is not None:
+            return self.allow_get_queries
+        return not self.is_production
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [
+            origin.strip() for origin in self.cors_origins.split(",") if origin.strip()
+        ]
 
     @property
     def graphiql_enabled(self) -> bool:

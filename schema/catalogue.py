@@ -19,6 +19,7 @@ class Permission(enum.StrEnum):
     ROLES_READ = "roles:read"
     ROLES_WRITE = "roles:write"
     AUDIT_READ = "audit:read"
+    SCHEMA_INTROSPECT = "schema:introspect"
 
 
 PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
@@ -30,6 +31,9 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.ROLES_READ: "Read roles and the permissions they grant.",
         Permission.ROLES_WRITE: "Create, change and delete roles.",
         Permission.AUDIT_READ: "Read the audit log of sign-ins and account changes.",
+        Permission.SCHEMA_INTROSPECT: (
+            "Introspect the GraphQL schema in production; everyone may in development."
+        ),
     }
 )
 

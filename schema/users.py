@@ -3,7 +3,7 @@
 import re
 import secrets
 import unicodedata
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -413,9 +413,15 @@ async def change_password(
     matches, _ = await tools.hasher.verify(current_password, user.password_hash)
     if not matches:
         raise InvalidInput("currentPassword", "is not your current password.")
-    normalized = await tools.hasher.check_policy(
-        tools.policy,
-        new_password,
+    if unicodedata.normalize("NFKC", new_password) == unicodedata.normalize(
+        "NFKC", current_password
+    ):
+        raise InvalidInput("newPassword", "must differ from the current password.")
+    await set_password(
+        session,
+        tools,
+        user,
+        new_password=new_password,
         personal=[
             user.username,
             read_email(tools.cipher, user),
@@ -423,8 +429,25 @@ async def change_password(
         ],
         field="newPassword",
     )
-    if normalized == unicodedata.normalize("NFKC", current_password):
-        raise InvalidInput("newPassword", "must differ from the current password.")
+
+
+async def set_password(
+    session: AsyncSession,
+    tools: AccountTools,
+    user: User,
+    *,
+    new_password: str,
+    personal: Sequence[str | None],
+    field: str = "password",
+) -> None:
+    """Replace a user's password after checking it against the policy.
+
+    Raises:
+        InvalidInput: The password breaks the policy.
+    """
+    normalized = await tools.hasher.check_policy(
+        tools.policy, new_password, personal=personal, field=field
+    )
     user.password_hash = await tools.hasher.hash(normalized)
     user.must_change_password = False
     await session.flush()

@@ -266,3 +266,37 @@ def test_production_requires_data_keys(cli_env):
     result = run_cli(env, "serve", "--port", "1")
     assert result.returncode == 2
     assert "FIELDGUARD_DATA_KEYS" in result.stderr
+
+
+def test_production_refuses_bootstrap_admin_password(cli_env):
+    password = strong_password()
+    env = {**cli_env, "FIELDGUARD_ADMIN_PASSWORD": password}
+    assert run_cli(env, "init").returncode == 0
+
+    refused = run_cli({**env, "FIELDGUARD_ENV": "production"}, "serve", "--port", "1")
+    changed = run_cli(env, "set-password", "admin", stdin=strong_password() + "\n")
+    weak = run_cli(env, "set-password", "admin", stdin="admin-admin-admin\n")
+
+    assert refused.returncode == 1
+    assert "fieldguard set-password admin" in refused.stderr
+    assert password not in refused.stderr
+    assert changed.returncode == 0, changed.stderr
+    assert weak.returncode == 1
+    assert "The password" in weak.stderr
+
+
+def test_production_refuses_development_secret(cli_env, tmp_path):
+    data_dir = tmp_path / "data"
+    development = {**cli_env}
+    development.pop("FIELDGUARD_JWT_SECRET")
+    assert run_cli(development, "init").returncode == 0
+    secret = (data_dir / "jwt_secret").read_text().strip()
+
+    result = run_cli(
+        {**cli_env, "FIELDGUARD_ENV": "production", "FIELDGUARD_JWT_SECRET": secret},
+        "serve",
+        "--port",
+        "1",
+    )
+    assert result.returncode == 1
+    assert "development secret" in result.stderr
