@@ -2,9 +2,9 @@
 
 Every response with an error status is sent as a GraphQL-style JSON body with
 `extensions.code`. That covers Strawberry's transport checks, FastAPI's
-routing and exceptions that escaped the app. Request bodies are
-bounded and checked for well-formed JSON before Strawberry sees them, because
-some malformed bodies make Strawberry raise instead of answering 400.
+routing and exceptions that escaped the app. Request bodies are bounded and
+checked for well-formed JSON before they reach Strawberry, because some
+malformed bodies make Strawberry raise instead of returning 400.
 """
 
 import asyncio
