@@ -14,7 +14,15 @@ from graph.api import build_schema
 from graph.context import Context, build_context
 from graph.errors import to_client_errors
 from graph.http import RequestGuard
-from graph.services import Services, build_account_tools, token_settings
+from graph.services import (
+    PermissionCache,
+    Services,
+    build_account_tools,
+    build_clock,
+    build_session_policy,
+    build_throttle,
+    token_settings,
+)
 from graph.settings import Settings
 from ml.registry import LoadedModel, load_latest
 from schema.database import create_service_engine, create_session_factory
@@ -64,6 +72,10 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
             tokens=tokens,
             accounts=accounts,
             model=model,
+            clock=build_clock(settings),
+            session_policy=build_session_policy(settings),
+            throttle=build_throttle(settings),
+            permission_cache=PermissionCache(),
         )
         logger.info(
             "Serving model %s version %s on %s database (%s mode)",

@@ -8,16 +8,28 @@ once, so that permission checks on every field are set lookups.
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from starlette.requests import Request
 from strawberry.fastapi import BaseContext
 
 from graph.services import Services
-from graph.tokens import InvalidToken, verify_access_token
+from graph.tokens import AccessClaims, InvalidToken, verify_access_token
+from schema.apikeys import authenticate_key, looks_like_api_key
 from schema.audit import Actor
-from schema.users import effective_permissions, get_active_user
+from schema.clock import as_utc
+from schema.sessions import (
+    TOUCH_INTERVAL,
+    AccessState,
+    is_live,
+    load_access_state,
+    touch,
+)
+from schema.users import load_grants
 
 logger = logging.getLogger(__name__)
+
+INVALID_TOKEN = "the access token is invalid or expired"  # noqa: S105 - a message
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,9 @@ class Principal:
     # After an admin reset the user has no permission until a new password
     # is set.
     password_change_required: bool = False
+    # The session of a signed-in person, or the key of a service account.
+    session_id: str | None = None
+    api_key_id: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -82,27 +97,77 @@ async def load_principal(
         return None, None
     if token == "":
         return None, "the Authorization header is not a bearer token"
+    now = services.clock.now()
+    if looks_like_api_key(token):
+        return await _load_key_principal(services, token, now)
     try:
-        claims = verify_access_token(services.tokens, token)
+        claims = verify_access_token(services.tokens, token, now=now.timestamp())
     except InvalidToken as error:
         logger.info("Rejected access token: %s", error)
-        return None, "the access token is invalid or expired"
+        return None, INVALID_TOKEN
 
     async with services.session_factory() as session:
-        user = await get_active_user(session, claims.user_id)
-        if user is None:
-            logger.info(
-                "Rejected access token of missing or inactive user %s", claims.user_id
-            )
-            return None, "the access token is invalid or expired"
-        principal = Principal(
-            user_id=user.id,
-            username=user.username,
-            roles=tuple(user.role_names),
-            permissions=effective_permissions(user),
-            password_change_required=user.must_change_password,
-        )
-    return principal, None
+        state = await load_access_state(session, claims.session_id)
+        problem = _access_problem(services, state, claims, now)
+        if problem is not None:
+            logger.info("Rejected access token of user %s: %s", claims.user_id, problem)
+            return None, INVALID_TOKEN
+        assert state is not None
+        if as_utc(state.session.last_used_at) < now - TOUCH_INTERVAL:
+            await touch(session, claims.session_id, now)
+            await session.commit()
+        key = (state.user_id, state.auth_version)
+        grants = services.permission_cache.get(key)
+        if grants is None:
+            grants = await load_grants(session, state.user_id)
+            services.permission_cache.put(key, grants)
+    roles, permissions = grants
+    return (
+        Principal(
+            user_id=state.user_id,
+            username=state.username,
+            roles=roles,
+            # After an admin reset the account may only change its password.
+            permissions=frozenset() if state.must_change_password else permissions,
+            password_change_required=state.must_change_password,
+            session_id=claims.session_id,
+        ),
+        None,
+    )
+
+
+def _access_problem(
+    services: Services, state: AccessState | None, claims: AccessClaims, now: datetime
+) -> str | None:
+    if state is None or state.user_id != claims.user_id:
+        return "unknown session"
+    if not state.user_active:
+        return "inactive user"
+    if state.auth_version != claims.version:
+        return "auth version changed"
+    if not is_live(state.session, now, services.session_policy):
+        return "session ended"
+    return None
+
+
+async def _load_key_principal(
+    services: Services, credential: str, now: datetime
+) -> tuple[Principal | None, str | None]:
+    async with services.session_factory() as session:
+        key = await authenticate_key(session, credential, now=now)
+    if key is None:
+        logger.info("Rejected API key")
+        return None, "the API key is invalid, expired or revoked"
+    return (
+        Principal(
+            user_id=key.user_id,
+            username=key.username,
+            roles=(),
+            permissions=key.permissions,
+            api_key_id=key.key_id,
+        ),
+        None,
+    )
 
 
 async def build_context(request: Request) -> Context:

@@ -128,3 +128,15 @@ class AuditEventFilter:
     until: datetime | None = strawberry.field(
         default=None, description="Events before this time."
     )
+
+
+@strawberry.input(description="A new API key for a service account.")
+class CreateApiKeyInput:
+    service_account_id: strawberry.ID
+    name: str = strawberry.field(description="What the key is for, 1 to 64 characters.")
+    permissions: list[str] = strawberry.field(
+        description="Only predict:run and predict:proba may be given to keys."
+    )
+    expires_in_days: int | None = strawberry.field(
+        default=90, description="1 to 366; null for a key that never expires."
+    )

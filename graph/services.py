@@ -1,17 +1,49 @@
 """Long-lived service objects and how they are built from settings."""
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from graph.settings import Settings, read_data_keys_file
 from graph.tokens import TokenSettings
 from ml.registry import LoadedModel
+from schema.clock import Clock, OffsetClock
 from schema.crypto import DataCipher
 from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
+from schema.sessions import SessionPolicy
+from schema.throttle import LoginThrottle, ThrottlePolicy, create_storage
 from schema.users import AccountTools
+
+
+class PermissionCache:
+    """A bounded map of (user id, auth version) to roles and permissions."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[
+            tuple[int, int], tuple[tuple[str, ...], frozenset[str]]
+        ]
+        self._entries = OrderedDict()
+
+    def get(
+        self, key: tuple[int, int]
+    ) -> tuple[tuple[str, ...], frozenset[str]] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(
+        self, key: tuple[int, int], value: tuple[tuple[str, ...], frozenset[str]]
+    ) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -24,6 +56,12 @@ class Services:
     tokens: TokenSettings
     accounts: AccountTools
     model: LoadedModel
+    clock: Clock
+    session_policy: SessionPolicy
+    throttle: LoginThrottle
+    # Permissions by (user id, auth version): a new version, which every role
+    # change brings, makes old entries unreachable.
+    permission_cache: PermissionCache
 
     @property
     def cipher(self) -> DataCipher:
@@ -34,6 +72,32 @@ class Services:
         """Open a session in a transaction, committed when the block succeeds."""
         async with self.session_factory() as session, session.begin():
             yield session
+
+
+def build_clock(settings: Settings) -> Clock:
+    if settings.clock_offset_file is not None:
+        return OffsetClock(settings.clock_offset_file)
+    return Clock()
+
+
+def build_session_policy(settings: Settings) -> SessionPolicy:
+    return SessionPolicy(
+        idle_timeout=timedelta(minutes=settings.session_idle_minutes),
+        absolute_lifetime=timedelta(hours=settings.session_absolute_hours),
+        reuse_grace=timedelta(seconds=settings.refresh_grace_seconds),
+    )
+
+
+def build_throttle(settings: Settings) -> LoginThrottle:
+    return LoginThrottle(
+        create_storage(settings.redis_url),
+        ThrottlePolicy(
+            window_minutes=settings.login_window_minutes,
+            account_failures_before_delay=settings.login_failures_before_delay,
+            account_failures_to_lock=settings.login_failures_to_lock,
+            ip_failures_to_lock=settings.login_ip_failures_to_lock,
+        ),
+    )
 
 
 def build_account_tools(settings: Settings) -> AccountTools:

@@ -56,6 +56,23 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: Annotated[int, Field(ge=300, le=900)] = 900
     token_leeway_seconds: Annotated[int, Field(ge=0, le=30)] = 10
 
+    session_idle_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+    session_absolute_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 12
+    refresh_grace_seconds: Annotated[int, Field(ge=0, le=60)] = 10
+
+    redis_url: str | None = None
+    # What sign-in does when the shared counter store fails: `closed` refuses
+    # sign-ins, `open` lets them through unthrottled with a logged warning.
+    throttle_failure_mode: Literal["closed", "open"] = "closed"
+    login_window_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+    login_failures_before_delay: Annotated[int, Field(ge=0, le=100)] = 3
+    login_failures_to_lock: Annotated[int, Field(ge=1, le=1000)] = 10
+    login_ip_failures_to_lock: Annotated[int, Field(ge=1, le=100_000)] = 100
+    login_max_consecutive_failures: Annotated[int, Field(ge=1, le=100)] = 100
+    # A file holding seconds to add to the clock; for tests of session expiry.
+    # Refused in production.
+    clock_offset_file: Path | None = None
+
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
 
@@ -94,6 +111,11 @@ class Settings(BaseSettings):
                 f"FIELDGUARD_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes."
             )
         if self.env is Environment.PRODUCTION:
+            if self.clock_offset_file is not None:
+                raise ValueError(
+                    "FIELDGUARD_CLOCK_OFFSET_FILE is for tests and cannot be set "
+                    "in production."
+                )
             if secret is None:
                 raise ValueError(
                     "FIELDGUARD_JWT_SECRET is required when FIELDGUARD_ENV=production."

@@ -20,6 +20,7 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti")
 # ASCII digits only (str.isdigit accepts other scripts' digits), and few
 # enough to fit a 64-bit database key.
 _USER_ID = re.compile(r"[0-9]{1,18}")
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 # Headers that point at keys chosen by the token's creator.
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 
@@ -42,6 +43,8 @@ class IssuedToken:
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: int
+    session_id: str
+    version: int
     token_id: str
     issued_at: int
     expires_at: int
@@ -52,8 +55,18 @@ class InvalidToken(Exception):
 
 
 def issue_access_token(
-    settings: TokenSettings, *, user_id: int, now: float | None = None
+    settings: TokenSettings,
+    *,
+    user_id: int,
+    session_id: str,
+    version: int,
+    now: float | None = None,
 ) -> IssuedToken:
+    """Sign an access token for a user's session.
+
+    `sid` names the session, so that ending it ends the token; `ver` is the
+    user's auth version, so that a password or role change ends it too.
+    """
     issued_at = int(now if now is not None else time.time())
     claims = {
         "iss": settings.issuer,
@@ -62,6 +75,8 @@ def issue_access_token(
         "iat": issued_at,
         "exp": issued_at + settings.ttl_seconds,
         "jti": secrets.token_urlsafe(16),
+        "sid": session_id,
+        "ver": version,
     }
     token = jwt.encode(
         claims, settings.secret, algorithm=ALGORITHM, headers={"typ": ACCESS_TOKEN_TYPE}
@@ -124,8 +139,16 @@ def verify_access_token(
     subject = claims["sub"]
     if not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
         raise InvalidToken("subject is not a user id")
+    session_id = claims.get("sid")
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        raise InvalidToken("session id is missing or malformed")
+    version = claims.get("ver")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidToken("auth version is missing or malformed")
     return AccessClaims(
         user_id=int(subject),
+        session_id=session_id,
+        version=version,
         token_id=str(claims["jti"]),
         issued_at=issued_at,
         expires_at=expires_at,

@@ -15,7 +15,9 @@ from ml.predict import Prediction as PredictionResult
 from ml.registry import LoadedModel
 from schema.audit import AuditRecord
 from schema.catalogue import Permission
+from schema.clock import as_utc
 from schema.crypto import DataCipher
+from schema.tables import ApiKey as ApiKeyRow
 from schema.tables import PermissionRow
 from schema.tables import Role as RoleRow
 from schema.tables import User as UserRow
@@ -121,6 +123,13 @@ class LoginPayload:
     )
     expires_in: int = strawberry.field(
         extensions=public(), description="Seconds until the access token expires."
+    )
+    refresh_token: str = strawberry.field(
+        extensions=public(),
+        description=(
+            "Opaque token for refreshToken. Each use returns a new one; using one "
+            "twice ends the session."
+        ),
     )
     password_change_required: bool = strawberry.field(
         extensions=public(),
@@ -241,3 +250,78 @@ class Prediction:
             model_name=model.metadata.name,
             model_version=model.metadata.version,
         )
+
+
+@strawberry.type(description="A signed-in session of a user.")
+class SessionInfo:
+    user_id: strawberry.Private[int]
+
+    id: strawberry.ID = strawberry.field(extensions=owner_or(Permission.USERS_READ))
+    created_at: datetime = strawberry.field(extensions=owner_or(Permission.USERS_READ))
+    last_used_at: datetime = strawberry.field(
+        extensions=owner_or(Permission.USERS_READ),
+        description="Last sign of activity, recorded at most once a minute.",
+    )
+    expires_at: datetime = strawberry.field(
+        extensions=owner_or(Permission.USERS_READ),
+        description="When the session ends at the latest, active or not.",
+    )
+    client_ip: str | None = strawberry.field(extensions=owner_or(Permission.USERS_READ))
+    user_agent: str | None = strawberry.field(
+        extensions=owner_or(Permission.USERS_READ)
+    )
+    current: bool = strawberry.field(
+        extensions=owner_or(Permission.USERS_READ),
+        description="True for the session of the token that asked.",
+    )
+
+
+@strawberry.type(
+    description="An API key of a service account; the secret is never shown again."
+)
+class ApiKey:
+    id: strawberry.ID = strawberry.field(extensions=requires(Permission.USERS_READ))
+    name: str = strawberry.field(extensions=requires(Permission.USERS_READ))
+    prefix: str = strawberry.field(
+        extensions=requires(Permission.USERS_READ),
+        description="Public part of the key, fgk_<prefix>_..., to tell keys apart.",
+    )
+    permissions: list[str] = strawberry.field(
+        extensions=requires(Permission.USERS_READ)
+    )
+    created_at: datetime = strawberry.field(extensions=requires(Permission.USERS_READ))
+    expires_at: datetime | None = strawberry.field(
+        extensions=requires(Permission.USERS_READ)
+    )
+    last_used_at: datetime | None = strawberry.field(
+        extensions=requires(Permission.USERS_READ),
+        description="Recorded at most once a minute.",
+    )
+    revoked_at: datetime | None = strawberry.field(
+        extensions=requires(Permission.USERS_READ)
+    )
+
+    @classmethod
+    def from_row(cls, row: ApiKeyRow) -> Self:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            prefix=row.prefix,
+            permissions=sorted(row.permission_names),
+            created_at=as_utc(row.created_at),
+            expires_at=as_utc(row.expires_at) if row.expires_at else None,
+            last_used_at=as_utc(row.last_used_at) if row.last_used_at else None,
+            revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
+        )
+
+
+@strawberry.type(description="A new API key, shown once.")
+class ApiKeyCreated:
+    key: str = strawberry.field(
+        extensions=requires(Permission.USERS_WRITE),
+        description=(
+            "Send as `Authorization: Bearer <key>`. It is stored only as a hash "
+            "and cannot be shown again."
+        ),
+    )
+    api_key: ApiKey = strawberry.field(extensions=requires(Permission.USERS_WRITE))

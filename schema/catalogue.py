@@ -68,3 +68,10 @@ BUILTIN_ROLE_DESCRIPTIONS: MappingProxyType[BuiltinRole, str] = MappingProxyType
         BuiltinRole.AUDITOR: "Reads the audit log.",
     }
 )
+
+
+# The only permissions an API key may carry: machine clients run predictions
+# and never read or manage accounts, roles or the audit log.
+API_KEY_PERMISSIONS: frozenset[Permission] = frozenset(
+    {Permission.PREDICT_RUN, Permission.PREDICT_PROBA}
+)

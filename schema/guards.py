@@ -5,12 +5,12 @@ Both roles and users call them, so they live apart from either service.
 
 from collections.abc import Collection, Iterable
 
-from sqlalchemy import false, func, select
+from sqlalchemy import false, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.catalogue import Permission
 from schema.errors import Conflict, PermissionDenied
-from schema.tables import User
+from schema.tables import User, user_roles
 
 ALL_PERMISSIONS = frozenset(p.value for p in Permission)
 # Arbitrary constant naming the advisory lock of the last-admin guard.
@@ -51,4 +51,21 @@ async def ensure_an_admin_remains(session: AsyncSession) -> None:
     raise Conflict(
         "The change would leave no active user holding every permission; "
         "grant the admin role to another active user first."
+    )
+
+
+async def bump_role_members(session: AsyncSession, role_id: int) -> None:
+    """Raise the auth version of every holder of a role, ending their tokens.
+
+    Called when what the role grants changes, so that no access token issued
+    under the old grants stays in use.
+    """
+    await session.execute(
+        update(User)
+        .where(
+            User.id.in_(
+                select(user_roles.c.user_id).where(user_roles.c.role_id == role_id)
+            )
+        )
+        .values(auth_version=User.auth_version + 1)
     )

@@ -14,7 +14,7 @@ from schema.catalogue import (
     Permission,
 )
 from schema.errors import Conflict, InvalidInput, NotFound
-from schema.guards import check_can_grant, ensure_an_admin_remains
+from schema.guards import bump_role_members, check_can_grant, ensure_an_admin_remains
 from schema.tables import PermissionRow, Role, user_roles
 
 MAX_DESCRIPTION_LENGTH = 500
@@ -219,6 +219,8 @@ async def update_role(
             raise Conflict("The built-in admin role always grants every permission.")
         check_can_grant(actor_permissions, after - before)
         role.permissions = rows
+        if after != before:
+            await bump_role_members(session, role.id)
         changes["permissionsAdded"] = sorted(after - before)
         changes["permissionsRemoved"] = sorted(before - after)
     await session.flush()
@@ -241,6 +243,8 @@ async def delete_role(session: AsyncSession, role: Role, *, force: bool) -> int:
             f"Role {role.name!r} is held by {members} user(s); "
             "pass force: true to delete it anyway."
         )
+    if members:
+        await bump_role_members(session, role.id)
     await session.delete(role)
     await session.flush()
     await ensure_an_admin_remains(session)

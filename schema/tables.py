@@ -102,6 +102,14 @@ class User(Base):
     # Set by an admin password reset: the user must choose a new password
     # before the account can do anything else.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped by every change that must end the user's access tokens at once:
+    # password change or reset, deactivation, a change of roles or of a role's
+    # permissions. Access tokens carry the version they were issued under.
+    auth_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Consecutive failed sign-ins; the account locks when it reaches the cap.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    # Service accounts sign in only with API keys, never with a password.
+    is_service_account: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utc_now
     )
@@ -143,3 +151,75 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Free-form facts about the event; never a password, token or personal data.
     details: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Session(Base):
+    """A sign-in: the refresh tokens issued from it and when it ends."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    client_ip_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_agent_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The refresh token that the latest rotation issued, sealed, and until
+    # when a retry with its predecessor may receive it again.
+    grace_token_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    grace_from_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    grace_until: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
+class RefreshToken(Base):
+    """One refresh token of a session, stored only as its SHA-256 hash."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
+class ApiKey(Base):
+    """A credential of a service account, scoped to a set of permissions."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    # Public part of the key, shown in listings and used to find the row.
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    permissions: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+    @property
+    def permission_names(self) -> frozenset[str]:
+        return frozenset(name for name in self.permissions.split(",") if name)

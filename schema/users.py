@@ -5,6 +5,7 @@ import secrets
 import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 
 from sqlalchemy import func, or_, select, update
@@ -20,7 +21,8 @@ from schema.errors import (
 from schema.guards import check_can_grant, ensure_an_admin_remains
 from schema.passwords import PasswordPolicy, ThreadedPasswordHasher
 from schema.roles import get_roles_by_name
-from schema.tables import Role, User, user_roles
+from schema.sessions import revoke_user_sessions
+from schema.tables import Role, User, role_permissions, user_roles
 
 MAX_USERNAME_LENGTH = 64
 MAX_EMAIL_LENGTH = 254
@@ -134,6 +136,23 @@ async def get_active_user(session: AsyncSession, user_id: int) -> User | None:
     if user is None or not user.is_active:
         return None
     return user
+
+
+async def load_grants(
+    session: AsyncSession, user_id: int
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """Return a user's role names and the permissions those roles grant."""
+    rows = (
+        await session.execute(
+            select(Role.name, role_permissions.c.permission_name)
+            .join(user_roles, user_roles.c.role_id == Role.id)
+            .outerjoin(role_permissions, role_permissions.c.role_id == Role.id)
+            .where(user_roles.c.user_id == user_id)
+        )
+    ).all()
+    roles = tuple(sorted({row.name for row in rows}))
+    permissions = frozenset(row.permission_name for row in rows if row.permission_name)
+    return roles, permissions
 
 
 def effective_permissions(user: User) -> frozenset[str]:
@@ -284,8 +303,12 @@ async def set_active(session: AsyncSession, user: User, *, active: bool) -> bool
     if user.is_active == active:
         return False
     user.is_active = active
+    user.auth_version += 1
     await session.flush()
     if not active:
+        await revoke_user_sessions(
+            session, user.id, reason="deactivated", now=datetime.now(UTC)
+        )
         await ensure_an_admin_remains(session)
     return True
 
@@ -326,6 +349,8 @@ async def set_roles(
         if role.name in added:
             check_can_grant(actor_permissions, role.permission_names)
     user.roles = roles
+    if before != after:
+        user.auth_version += 1
     await session.flush()
     await ensure_an_admin_remains(session)
     return added, sorted(before - after)
@@ -338,6 +363,7 @@ class SignedIn:
     user_id: int
     username: str
     must_change_password: bool
+    auth_version: int
 
 
 async def authenticate(
@@ -346,11 +372,14 @@ async def authenticate(
     *,
     username: str,
     password: str,
+    max_consecutive_failures: int = 100,
 ) -> SignedIn:
     """Return the active account that the username and password identify.
 
-    An unknown username, a wrong password and an inactive account raise the
-    same error after the same work: one single-row query and one hash. No
+    An unknown username, a wrong password, an inactive or locked account and
+    a service account raise the same error after the same hash. An account
+    locks after `max_consecutive_failures` failed attempts in a row, until an
+    admin unlocks it. No
     database connection is held while hashing, so that a flood of sign-ins
     cannot starve other requests of connections. A hash made with weaker
     parameters than the current ones is replaced.
@@ -368,6 +397,9 @@ async def authenticate(
                     User.password_hash,
                     User.is_active,
                     User.must_change_password,
+                    User.is_service_account,
+                    User.failed_logins,
+                    User.auth_version,
                 ).where(User.username_key == key[: MAX_USERNAME_LENGTH + 1])
             )
         ).first()
@@ -376,10 +408,25 @@ async def authenticate(
     )
     if row is None:
         raise InvalidCredentials("unknown_user")
+    if row.failed_logins >= max_consecutive_failures:
+        raise InvalidCredentials("locked", row.id)
     if not matches:
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(User)
+                .where(User.id == row.id)
+                .values(failed_logins=User.failed_logins + 1)
+            )
         raise InvalidCredentials("wrong_password", row.id)
     if not row.is_active:
         raise InvalidCredentials("inactive", row.id)
+    if row.is_service_account:
+        raise InvalidCredentials("service_account", row.id)
+    if row.failed_logins:
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(User).where(User.id == row.id).values(failed_logins=0)
+            )
     if needs_rehash:
         new_hash = await tools.hasher.hash(password)
         async with sessions() as session, session.begin():
@@ -393,6 +440,7 @@ async def authenticate(
         user_id=row.id,
         username=row.username,
         must_change_password=row.must_change_password,
+        auth_version=row.auth_version,
     )
 
 
@@ -450,7 +498,15 @@ async def set_password(
     )
     user.password_hash = await tools.hasher.hash(normalized)
     user.must_change_password = False
+    await _end_access(session, user, reason="password_changed")
+
+
+async def _end_access(session: AsyncSession, user: User, *, reason: str) -> None:
+    """End every token and session of a user, as after a password change."""
+    user.auth_version += 1
+    user.failed_logins = 0
     await session.flush()
+    await revoke_user_sessions(session, user.id, reason=reason, now=datetime.now(UTC))
 
 
 async def reset_password(session: AsyncSession, tools: AccountTools, user: User) -> str:
@@ -466,7 +522,7 @@ async def reset_password(session: AsyncSession, tools: AccountTools, user: User)
     temporary = secrets.token_urlsafe(18)
     user.password_hash = await tools.hasher.hash(temporary)
     user.must_change_password = True
-    await session.flush()
+    await _end_access(session, user, reason="password_reset")
     return temporary
 
 
@@ -514,3 +570,9 @@ async def search_users(
         select(User).where(*conditions).order_by(User.id).limit(limit).offset(offset)
     )
     return list(users), int(total or 0)
+
+
+async def clear_failed_logins(session: AsyncSession, user: User) -> None:
+    """Lift the lock of an account that reached the consecutive-failure cap."""
+    user.failed_logins = 0
+    await session.flush()

@@ -12,6 +12,8 @@ SDL_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 RULE_DIRECTIVES = {"public", "signedIn", "requires", "ownerOr"}
 PUBLIC_ALLOW_LIST = {
     ("LoginPayload", "passwordChangeRequired"),
+    ("LoginPayload", "refreshToken"),
+    ("Mutation", "refreshToken"),
     ("Mutation", "login"),
     ("LoginPayload", "accessToken"),
     ("LoginPayload", "tokenType"),

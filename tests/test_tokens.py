@@ -18,41 +18,58 @@ SETTINGS = TokenSettings(
     leeway_seconds=10,
 )
 NOW = 1_800_000_000
+SID = "0123456789abcdef0123456789abcdef"
 
 
 def test_round_trip_keeps_user_id():
-    issued = issue_access_token(SETTINGS, user_id=42, now=NOW)
+    issued = issue_access_token(
+        SETTINGS, user_id=42, session_id=SID, version=3, now=NOW
+    )
     claims = verify_access_token(SETTINGS, issued.token, now=NOW + 1)
     assert claims.user_id == 42
+    assert claims.session_id == SID
+    assert claims.version == 3
     assert claims.expires_at == NOW + 900
     assert issued.expires_in == 900
 
 
 def test_every_token_has_its_own_id():
     first = verify_access_token(
-        SETTINGS, issue_access_token(SETTINGS, user_id=1, now=NOW).token, now=NOW
+        SETTINGS,
+        issue_access_token(
+            SETTINGS, user_id=1, session_id=SID, version=1, now=NOW
+        ).token,
+        now=NOW,
     )
     second = verify_access_token(
-        SETTINGS, issue_access_token(SETTINGS, user_id=1, now=NOW).token, now=NOW
+        SETTINGS,
+        issue_access_token(
+            SETTINGS, user_id=1, session_id=SID, version=1, now=NOW
+        ).token,
+        now=NOW,
     )
     assert first.token_id != second.token_id
 
 
 def test_expiry_allows_only_the_leeway():
-    token = issue_access_token(SETTINGS, user_id=1, now=NOW - 900).token
+    token = issue_access_token(
+        SETTINGS, user_id=1, session_id=SID, version=1, now=NOW - 900
+    ).token
     verify_access_token(SETTINGS, token, now=NOW + 9)
     with pytest.raises(InvalidToken):
         verify_access_token(SETTINGS, token, now=NOW + 11)
 
 
 def test_future_issue_time_is_rejected():
-    token = issue_access_token(SETTINGS, user_id=1, now=NOW + 60).token
+    token = issue_access_token(
+        SETTINGS, user_id=1, session_id=SID, version=1, now=NOW + 60
+    ).token
     with pytest.raises(InvalidToken):
         verify_access_token(SETTINGS, token, now=NOW)
 
 
 def test_required_claims_are_enforced():
-    for claim in ("iss", "aud", "sub", "exp", "iat", "jti"):
+    for claim in ("iss", "aud", "sub", "exp", "iat", "jti", "sid", "ver"):
         claims = {
             "iss": "fieldguard",
             "aud": "fieldguard",
@@ -60,6 +77,8 @@ def test_required_claims_are_enforced():
             "iat": NOW,
             "exp": NOW + 60,
             "jti": "x",
+            "sid": SID,
+            "ver": 1,
         }
         del claims[claim]
         token = jwt.encode(
@@ -77,6 +96,8 @@ def test_non_numeric_subject_is_rejected():
         "iat": NOW,
         "exp": NOW + 60,
         "jti": "x",
+        "sid": SID,
+        "ver": 1,
     }
     token = jwt.encode(
         claims, SETTINGS.secret, algorithm="HS256", headers={"typ": "at+jwt"}
@@ -87,7 +108,7 @@ def test_non_numeric_subject_is_rejected():
 
 @pytest.mark.parametrize("header", ["jku", "x5u", "jwk", "x5c"])
 def test_key_bearing_headers_are_rejected(header):
-    issued = issue_access_token(SETTINGS, user_id=1, now=NOW)
+    issued = issue_access_token(SETTINGS, user_id=1, session_id=SID, version=1, now=NOW)
     claims = jwt.decode(
         issued.token, options={"verify_signature": False}, algorithms=["HS256"]
     )
@@ -109,6 +130,8 @@ def _signed(**overrides: object) -> str:
         "iat": NOW,
         "exp": NOW + 60,
         "jti": "x",
+        "sid": SID,
+        "ver": 1,
     }
     claims.update(overrides)
     return jwt.encode(
@@ -128,6 +151,9 @@ def _signed(**overrides: object) -> str:
         pytest.param({"iat": float("nan")}, id="nan-issued-at"),
         pytest.param({"exp": float("inf")}, id="infinite-expiry"),
         pytest.param({"nbf": NOW + 3600}, id="not-yet-valid"),
+        pytest.param({"sid": "not-a-session"}, id="malformed-session"),
+        pytest.param({"ver": 0}, id="version-zero"),
+        pytest.param({"ver": "1"}, id="version-string"),
     ],
 )
 def test_odd_claim_values_are_rejected(overrides):

@@ -6,16 +6,35 @@ from graph.resolvers.account import AccountMutation, AccountQuery
 from graph.resolvers.audit import AuditQuery
 from graph.resolvers.predict import PredictQuery
 from graph.resolvers.roles import RoleMutation, RoleQuery
+from graph.resolvers.service_accounts import (
+    ServiceAccountMutation,
+    ServiceAccountQuery,
+)
+from graph.resolvers.sessions import SessionMutation, SessionQuery
 from graph.resolvers.users import UserMutation, UserQuery
 
 
 @strawberry.type
-class Query(AccountQuery, PredictQuery, UserQuery, RoleQuery, AuditQuery):
+class Query(
+    AccountQuery,
+    SessionQuery,
+    PredictQuery,
+    UserQuery,
+    RoleQuery,
+    ServiceAccountQuery,
+    AuditQuery,
+):
     pass
 
 
 @strawberry.type
-class Mutation(AccountMutation, UserMutation, RoleMutation):
+class Mutation(
+    SessionMutation,
+    AccountMutation,
+    UserMutation,
+    RoleMutation,
+    ServiceAccountMutation,
+):
     pass
 
 

@@ -1,7 +1,6 @@
 """Signing in, and what users may see and change about themselves."""
 
 import logging
-from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -10,12 +9,9 @@ from graph.auditing import AuditNote, audited
 from graph.context import Context
 from graph.errors import ClientError, ErrorCode
 from graph.inputs import UpdateMeInput, kept_if_unset
-from graph.permissions import public, signed_in
-from graph.tokens import issue_access_token
-from graph.types import LoginPayload, User
-from schema.audit import Actor, record_event
-from schema.errors import InvalidCredentials
-from schema.users import authenticate, change_password, get_active_user, update_profile
+from graph.permissions import signed_in
+from graph.types import User
+from schema.users import change_password, get_active_user, update_profile
 
 logger = logging.getLogger(__name__)
 
@@ -58,101 +54,8 @@ class AccountQuery:
         return sorted(principal.permissions)
 
 
-async def _record_login(
-    context: Context, *, outcome: str, actor: Actor, details: dict[str, object]
-) -> None:
-    services = context.services
-    async with services.transaction() as session:
-        await record_event(
-            session,
-            services.cipher,
-            actor=actor,
-            action="login",
-            outcome=outcome,
-            target_type="user",
-            target_id=actor.user_id,
-            details=details,
-        )
-
-
 @strawberry.type
 class AccountMutation:
-    @strawberry.mutation(
-        extensions=public(),
-        description=(
-            "Sign in with a username and password. Every failure gives the "
-            "same UNAUTHENTICATED error."
-        ),
-    )
-    async def login(
-        self,
-        info: Info[Context, None],
-        username: Annotated[str, strawberry.argument(description="Case-insensitive.")],
-        password: str,
-    ) -> LoginPayload:
-        context = info.context
-        services = context.services
-        base_actor = context.actor()
-        try:
-            if (
-                len(username) > MAX_LOGIN_FIELD_LENGTH
-                or len(password) > MAX_LOGIN_FIELD_LENGTH
-            ):
-                # Still costs one hash, so that the length does not shorten
-                # the response.
-                await services.accounts.hasher.verify("x", None)
-                raise InvalidCredentials("oversized_input")
-            signed_in = await authenticate(
-                services.session_factory,
-                services.accounts,
-                username=username,
-                password=password,
-            )
-        except InvalidCredentials as error:
-            logger.info(
-                "Login failed: reason=%s user_id=%s ip=%s request_id=%s",
-                error.reason,
-                error.user_id,
-                context.client_ip,
-                context.request_id,
-            )
-            actor = Actor(
-                user_id=error.user_id,
-                client_ip=base_actor.client_ip,
-                user_agent=base_actor.user_agent,
-                request_id=base_actor.request_id,
-            )
-            await _record_login(
-                context,
-                outcome="failure",
-                actor=actor,
-                details={"reason": error.reason},
-            )
-            raise
-
-        user_id = signed_in.user_id
-        issued = issue_access_token(services.tokens, user_id=user_id)
-        logger.info(
-            "Login succeeded: user_id=%s ip=%s request_id=%s",
-            user_id,
-            context.client_ip,
-            context.request_id,
-        )
-        actor = Actor(
-            user_id=user_id,
-            username=signed_in.username,
-            client_ip=base_actor.client_ip,
-            user_agent=base_actor.user_agent,
-            request_id=base_actor.request_id,
-        )
-        await _record_login(context, outcome="success", actor=actor, details={})
-        return LoginPayload(
-            access_token=issued.token,
-            token_type=TOKEN_TYPE,
-            expires_in=issued.expires_in,
-            password_change_required=signed_in.must_change_password,
-        )
-
     @strawberry.mutation(
         extensions=signed_in(),
         description="Change your own email address or display name.",

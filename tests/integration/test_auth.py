@@ -20,6 +20,9 @@ mutation Login($username: String!, $password: String!) {
 ME = "{ me { id username roles { name permissions } permissions } }"
 
 
+SESSION_CLAIMS: dict[str, object] = {}
+
+
 def _claims(user_id: str, **overrides: object) -> dict[str, object]:
     now = int(time.time())
     claims: dict[str, object] = {
@@ -29,6 +32,7 @@ def _claims(user_id: str, **overrides: object) -> dict[str, object]:
         "iat": now,
         "exp": now + 300,
         "jti": "test-token",
+        **SESSION_CLAIMS,
     }
     claims.update(overrides)
     return {key: value for key, value in claims.items() if value is not None}
@@ -53,8 +57,11 @@ def _unsigned(claims: dict[str, object]) -> str:
 
 
 def _user_id(service: RunningService, token: str) -> str:
+    """Return the user id of a real token, and keep its session claims for forging."""
     result = service.execute(ME, token=token)
     assert result.errors == []
+    real = jwt.decode(token, options={"verify_signature": False})
+    SESSION_CLAIMS.update(sid=real["sid"], ver=real["ver"])
     return result.data["me"]["id"]
 
 
@@ -164,6 +171,9 @@ FORGED = {
     ),
     "other-token-type": lambda uid: _forge(_claims(uid), typ="JWT"),
     "unknown-user": lambda uid: _forge(_claims("999999")),
+    "other-users-session": lambda uid: _forge(_claims(str(int(uid) + 1))),
+    "unknown-session": lambda uid: _forge(_claims(uid, sid="f" * 32)),
+    "old-version": lambda uid: _forge(_claims(uid, ver=0)),
     "garbage": lambda uid: "not.a.token",
 }
 

@@ -78,7 +78,10 @@ def test_role_permission_change_applies_on_next_request(
         UPDATE_ROLE, {"name": role, "input": {"permissions": []}}, token=admin
     )
     assert updated.data["updateRole"]["permissions"] == []
-    assert service.execute(PREDICT, token=token).codes() == ["FORBIDDEN"]
+    # Tokens issued under the old grants stop at once; a new one has the new.
+    assert service.execute(PREDICT, token=token).codes() == ["UNAUTHENTICATED"]
+    fresh = service.login(username)
+    assert service.execute(PREDICT, token=fresh).codes() == ["FORBIDDEN"]
 
 
 def test_role_in_use_needs_force(service: RunningService, admin: str):
@@ -205,5 +208,8 @@ def test_admin_can_step_down_when_another_remains(service: RunningService, admin
     finally:
         service.execute(SET_ROLES, {"id": deputy_id, "roles": []}, token=admin)
     assert service.execute("{ roles { name } }", token=deputy_token).codes() == [
-        "FORBIDDEN"
+        "UNAUTHENTICATED"
     ]
+    assert service.execute(
+        "{ roles { name } }", token=service.login(deputy)
+    ).codes() == ["FORBIDDEN"]

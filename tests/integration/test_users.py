@@ -205,9 +205,14 @@ def test_role_change_applies_on_next_request(service: RunningService, admin: str
         SET_ROLES, {"id": user_id, "roles": ["analyst"]}, token=admin
     )
     assert result.errors == []
+    # Tokens issued under the old roles stop at once; a new one has the new.
+    assert service.execute(proba, token=token).codes() == ["UNAUTHENTICATED"]
+    token = service.login(username)
     assert service.execute(proba, token=token).errors == []
 
     service.execute(SET_ROLES, {"id": user_id, "roles": []}, token=admin)
+    assert service.execute(PREDICT, token=token).codes() == ["UNAUTHENTICATED"]
+    token = service.login(username)
     assert service.execute(PREDICT, token=token).codes() == ["FORBIDDEN"]
 
 

@@ -1,0 +1,115 @@
+"""Throttling of failed sign-ins, per account and per client IP.
+
+Counters live in the `limits` package's storage: in process memory by
+default, or in Redis so that every worker and replica counts the same
+failures. Each failure within the window counts; after a few, every attempt
+waits a growing delay, and after more the account or IP is locked until the
+oldest failures leave the window. The caller reports one generic error for
+all of it.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    window_minutes: int = 15
+    account_failures_before_delay: int = 3
+    account_failures_to_lock: int = 10
+    ip_failures_to_lock: int = 100
+    base_delay_seconds: float = 0.25
+    max_delay_seconds: float = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleDecision:
+    locked: bool
+    delay_seconds: float
+    reason: str | None = None
+
+
+class ThrottleUnavailable(Exception):
+    """The shared counter store did not answer."""
+
+
+def create_storage(redis_url: str | None) -> Storage:
+    if redis_url:
+        # redis-py is already a dependency; limits defaults to coredis.
+        return RedisStorage(
+            redis_url.replace("redis://", "async+redis://", 1)
+            if redis_url.startswith("redis://")
+            else redis_url,
+            implementation="redispy",
+            key_prefix="fieldguard",
+            wrap_exceptions=True,
+        )
+    return MemoryStorage(wrap_exceptions=True)
+
+
+class LoginThrottle:
+    """Counts failed sign-ins and decides whether the next one may proceed."""
+
+    def __init__(self, storage: Storage, policy: ThrottlePolicy) -> None:
+        self.storage = storage
+        self.policy = policy
+        self._limiter = MovingWindowRateLimiter(storage)
+        # Items are sized at the lock thresholds: a full window means locked.
+        self._account = RateLimitItemPerMinute(
+            policy.account_failures_to_lock, policy.window_minutes
+        )
+        self._ip = RateLimitItemPerMinute(
+            policy.ip_failures_to_lock, policy.window_minutes
+        )
+
+    async def check(self, account_key: str, client_ip: str | None) -> ThrottleDecision:
+        """Decide on a sign-in attempt before its password is checked.
+
+        Raises:
+            ThrottleUnavailable: The counter store failed.
+        """
+        try:
+            account = await self._limiter.get_window_stats(
+                self._account, "login-account", account_key
+            )
+            ip = (
+                await self._limiter.get_window_stats(self._ip, "login-ip", client_ip)
+                if client_ip
+                else None
+            )
+        except Exception as error:  # noqa: BLE001 - any store failure
+            raise ThrottleUnavailable(str(error)) from error
+        if account.remaining <= 0:
+            return ThrottleDecision(
+                locked=True, delay_seconds=0, reason="account_locked"
+            )
+        if ip is not None and ip.remaining <= 0:
+            return ThrottleDecision(locked=True, delay_seconds=0, reason="ip_locked")
+        failures = self.policy.account_failures_to_lock - account.remaining
+        extra = failures - self.policy.account_failures_before_delay
+        if extra < 0:
+            return ThrottleDecision(locked=False, delay_seconds=0)
+        delay = min(
+            self.policy.base_delay_seconds * 2**extra, self.policy.max_delay_seconds
+        )
+        return ThrottleDecision(locked=False, delay_seconds=delay)
+
+    async def record_failure(self, account_key: str, client_ip: str | None) -> None:
+        try:
+            await self._limiter.hit(self._account, "login-account", account_key)
+            if client_ip:
+                await self._limiter.hit(self._ip, "login-ip", client_ip)
+        except Exception as error:  # noqa: BLE001 - any store failure
+            raise ThrottleUnavailable(str(error)) from error
+
+    async def reset_account(self, account_key: str) -> None:
+        try:
+            await self._limiter.clear(self._account, "login-account", account_key)
+        except Exception as error:  # noqa: BLE001 - any store failure
+            raise ThrottleUnavailable(str(error)) from error
