@@ -67,8 +67,7 @@ async def audited(
                 details={"error": type(error).__name__},
             )
         logger.info(
-            "%s %s: action=%s target=%s:%s actor=%s request_id=%s",
-            action,
+            "Audited change %s: action=%s target=%s:%r actor=%s request_id=%s",
             outcome,
             action,
             target_type,

@@ -12,8 +12,11 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from graph.settings import Settings, SettingsError
+from schema.audit import Actor, record_event
 
 logger = logging.getLogger("fieldguard")
+# The actor of changes made with this command, in the audit log.
+COMMAND_LINE = Actor(username="(command line)")
 
 
 class CommandError(Exception):
@@ -147,6 +150,16 @@ async def _create_user(settings: Settings, username: str, roles: Sequence[str]) 
                 password=password,
                 role_names=roles,
             )
+            await record_event(
+                session,
+                accounts.cipher,
+                actor=COMMAND_LINE,
+                action="user.create",
+                outcome="success",
+                target_type="user",
+                target_id=user.id,
+                details={"roles": sorted(roles)},
+            )
             print(
                 f"Created user {user.username!r} (id {user.id}) with roles "
                 f"{', '.join(user.role_names) or 'none'}."
@@ -224,6 +237,15 @@ async def _set_password(settings: Settings, username: str) -> None:
                 new_password=password,
                 personal=[user.username, read_email(accounts.cipher, user)],
             )
+            await record_event(
+                session,
+                accounts.cipher,
+                actor=COMMAND_LINE,
+                action="user.set_password",
+                outcome="success",
+                target_type="user",
+                target_id=user.id,
+            )
             print(f"Set a new password for {user.username!r}.")
     except InvalidInput as error:
         raise CommandError(f"The password {error.reason}") from error
@@ -250,8 +272,15 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     except ModelUnavailable as error:
         raise CommandError(str(error)) from error
     # X-Forwarded-For is not believed: the client address is the socket's.
+    # uvicorn's access log would record query strings, which can carry
+    # passwords in GET variables; the request guard logs requests instead.
     uvicorn.run(
-        app, host=args.host, port=args.port, log_config=None, proxy_headers=False
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        proxy_headers=False,
+        access_log=False,
     )
 
 

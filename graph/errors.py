@@ -9,6 +9,7 @@ import re
 from enum import StrEnum
 
 from graphql import GraphQLError
+from sqlalchemy.exc import IntegrityError
 from strawberry.utils.str_converters import to_camel_case
 
 from ml.errors import InvalidFeatures, ModelUnavailable
@@ -84,6 +85,14 @@ def to_client_error(error: Exception) -> ClientError | None:
             return ClientError(ErrorCode.NOT_FOUND, str(error))
         case Conflict():
             return ClientError(ErrorCode.CONFLICT, str(error))
+        case IntegrityError():
+            # A concurrent change took the same name or key between the check
+            # and the write.
+            return ClientError(
+                ErrorCode.CONFLICT,
+                "The change conflicts with another change made at the same time; "
+                "read the current state and try again.",
+            )
         case ModelUnavailable():
             return ClientError(
                 ErrorCode.SERVICE_UNAVAILABLE, "The model is not available right now."
@@ -112,6 +121,11 @@ def to_client_errors(
     if hide_suggestions:
         for error in converted:
             error.message = _SUGGESTION.sub("", error.message)
+            if error.extensions:
+                error.extensions = {
+                    key: _SUGGESTION.sub("", value) if isinstance(value, str) else value
+                    for key, value in error.extensions.items()
+                }
     return converted
 
 

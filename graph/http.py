@@ -10,6 +10,7 @@ malformed bodies make Strawberry raise instead of returning 400.
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -24,6 +25,7 @@ from graph.errors import MASKED_MESSAGE, ErrorCode
 from graph.limits import unstorable_reason
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("fieldguard.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -239,8 +241,10 @@ class RequestGuard:
                 maxBytes=self.max_body_bytes,
             )
             return
-        content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip()
-        if body and content_type.lower() == b"application/json":
+        content_type = (_header(scope, b"content-type") or b"").lower()
+        # Strawberry parses any body whose type contains application/json, so
+        # every such body is checked, not just the exact media type.
+        if body and b"application/json" in content_type:
             problem = _check_json(body, self.max_batch_operations)
             if problem is not None:
                 await reply(400, problem[1], problem[0])
@@ -288,10 +292,13 @@ class RequestGuard:
         started = False
         held_start: Message | None = None
         held_body: list[bytes] = []
+        status = 0
+        began = time.perf_counter()
 
         async def guarded_send(message: Message) -> None:
-            nonlocal started, held_start
+            nonlocal started, held_start, status
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 if message["status"] >= 400:
                     # Hold the error response to give it the JSON error shape.
                     held_start = message
@@ -345,6 +352,16 @@ class RequestGuard:
             )
             if not started:
                 await reply(500, MASKED_MESSAGE)
+        finally:
+            # Path only: query strings can carry variables, passwords included.
+            access_logger.info(
+                "%s %s %s %.1f ms request_id=%s",
+                scope.get("method"),
+                scope.get("path"),
+                status or "-",
+                (time.perf_counter() - began) * 1000,
+                request_id,
+            )
 
     @staticmethod
     async def _send_error(

@@ -18,6 +18,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     StringValueNode,
+    ValidationContext,
     ValuesOfCorrectTypeRule,
     get_named_type,
     get_nullable_type,
@@ -90,27 +91,32 @@ def _limit_error(message: str, node: object, limit: str) -> GraphQLError:
 
 
 class _SelectionWalker(ASTValidationRule):
-    """Walks each operation's selections, following fragments once per path."""
+    """Measures selections, computing each fragment once per document.
 
-    def _fields(
-        self,
-        selection_set: SelectionSetNode | None,
-        visited: frozenset[str],
-    ) -> Iterator[tuple[FieldNode, frozenset[str]]]:
-        if selection_set is None:
-            return
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                yield selection, visited
-            elif isinstance(selection, InlineFragmentNode):
-                yield from self._fields(selection.selection_set, visited)
-            elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self.context.get_fragment(name)
-                # Unknown and cyclic fragments are reported by graphql-core's
-                # own rules; here they only end the walk.
-                if fragment is not None and name not in visited:
-                    yield from self._fields(fragment.selection_set, visited | {name})
+    A fragment spread twice in each of n nested fragments would make a naive
+    walk take 2**n steps; memoizing by fragment keeps it linear. Unknown and
+    cyclic fragments count as empty here; graphql-core's own rules report
+    them.
+    """
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        self._memo: dict[object, int] = {}
+        self._active: set[object] = set()
+
+    def _fragment(self, key: object, name: str, measure) -> int:  # type: ignore[no-untyped-def]
+        if key in self._memo:
+            return self._memo[key]
+        fragment = self.context.get_fragment(name)
+        if fragment is None or key in self._active:
+            return 0
+        self._active.add(key)
+        try:
+            value = measure(fragment.selection_set)
+        finally:
+            self._active.discard(key)
+        self._memo[key] = value
+        return value
 
 
 def depth_rule(max_depth: int) -> type[ASTValidationRule]:
@@ -125,7 +131,7 @@ def depth_rule(max_depth: int) -> type[ASTValidationRule]:
         def enter_operation_definition(
             self, node: OperationDefinitionNode, *_args: object
         ) -> None:
-            depth = self._depth(node.selection_set, frozenset())
+            depth = self._depth(node.selection_set)
             if depth > max_depth:
                 self.report_error(
                     _limit_error(
@@ -136,14 +142,17 @@ def depth_rule(max_depth: int) -> type[ASTValidationRule]:
                     )
                 )
 
-        def _depth(self, selection_set: SelectionSetNode | None, visited) -> int:  # type: ignore[no-untyped-def]
+        def _depth(self, selection_set: SelectionSetNode | None) -> int:
             deepest = 0
-            for field, path in self._fields(selection_set, visited):
-                if field.name.value.startswith("__"):
-                    continue
-                deepest = max(deepest, 1 + self._depth(field.selection_set, path))
-                if deepest > max_depth:
-                    break
+            for selection in selection_set.selections if selection_set else ():
+                if isinstance(selection, FieldNode):
+                    if not selection.name.value.startswith("__"):
+                        deepest = max(deepest, 1 + self._depth(selection.selection_set))
+                elif isinstance(selection, InlineFragmentNode):
+                    deepest = max(deepest, self._depth(selection.selection_set))
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    deepest = max(deepest, self._fragment(name, name, self._depth))
             return deepest
 
     return DepthRule
@@ -159,24 +168,28 @@ def alias_rule(max_aliases: int) -> type[ASTValidationRule]:
         def enter_operation_definition(
             self, node: OperationDefinitionNode, *_args: object
         ) -> None:
-            count = self._count(node.selection_set, frozenset())
+            count = self._count(node.selection_set)
             if count > max_aliases:
                 self.report_error(
                     _limit_error(
-                        f"The operation uses {count} or more aliases; at most "
+                        f"The operation uses {count} aliases; at most "
                         f"{max_aliases} are allowed.",
                         node,
                         "aliases",
                     )
                 )
 
-        def _count(self, selection_set: SelectionSetNode | None, visited) -> int:  # type: ignore[no-untyped-def]
+        def _count(self, selection_set: SelectionSetNode | None) -> int:
             total = 0
-            for field, path in self._fields(selection_set, visited):
-                total += field.alias is not None
-                total += self._count(field.selection_set, path)
-                if total > max_aliases:
-                    break
+            for selection in selection_set.selections if selection_set else ():
+                if isinstance(selection, FieldNode):
+                    total += selection.alias is not None
+                    total += self._count(selection.selection_set)
+                elif isinstance(selection, InlineFragmentNode):
+                    total += self._count(selection.selection_set)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    total += self._fragment(name, name, self._count)
             return total
 
     return AliasRule
@@ -198,11 +211,11 @@ def cost_rule(
             self, node: OperationDefinitionNode, *_args: object
         ) -> None:
             root = self.context.schema.get_root_type(node.operation)
-            cost = self._cost(node.selection_set, root, frozenset(), in_page=False)
+            cost = self._cost(node.selection_set, root, in_page=False)
             if cost > max_cost:
                 self.report_error(
                     _limit_error(
-                        f"The operation's estimated cost is {cost} or more; at most "
+                        f"The operation's estimated cost is {cost}; at most "
                         f"{max_cost} is allowed. Ask for smaller pages or fewer "
                         "fields.",
                         node,
@@ -210,28 +223,40 @@ def cost_rule(
                     )
                 )
 
-        def _cost(self, selection_set, parent_type, visited, *, in_page: bool) -> int:  # type: ignore[no-untyped-def]
+        def _cost(self, selection_set, parent_type, *, in_page: bool) -> int:  # type: ignore[no-untyped-def]
             total = 0
             fields = getattr(parent_type, "fields", None) or {}
-            for field, path in self._fields(selection_set, visited):
-                definition = fields.get(field.name.value)
-                if definition is None:
-                    total += 1
-                    continue
-                multiplier, page_below = 1, in_page
-                limit = _limit_argument(field, max_page_size)
-                if limit is not None:
-                    multiplier, page_below = limit, True
-                elif is_list_type(get_nullable_type(definition.type)):
-                    multiplier = 1 if in_page else list_size
-                    page_below = False
-                child_type = get_named_type(definition.type)
-                total += 1 + multiplier * self._cost(
-                    field.selection_set, child_type, path, in_page=page_below
-                )
-                if total > max_cost:
-                    break
+            for selection in selection_set.selections if selection_set else ():
+                if isinstance(selection, InlineFragmentNode):
+                    total += self._cost(
+                        selection.selection_set, parent_type, in_page=in_page
+                    )
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    total += self._fragment(
+                        (name, in_page, getattr(parent_type, "name", None)),
+                        name,
+                        lambda nested: self._cost(nested, parent_type, in_page=in_page),
+                    )
+                elif isinstance(selection, FieldNode):
+                    total += self._field_cost(selection, fields, in_page=in_page)
             return total
+
+        def _field_cost(self, field: FieldNode, fields, *, in_page: bool) -> int:  # type: ignore[no-untyped-def]
+            definition = fields.get(field.name.value)
+            if definition is None:
+                return 1
+            multiplier, page_below = 1, in_page
+            limit = _limit_argument(field, max_page_size)
+            if limit is not None:
+                multiplier, page_below = limit, True
+            elif is_list_type(get_nullable_type(definition.type)):
+                multiplier = 1 if in_page else list_size
+                page_below = False
+            child_type = get_named_type(definition.type)
+            return 1 + multiplier * self._cost(
+                field.selection_set, child_type, in_page=page_below
+            )
 
     return CostRule
 

@@ -88,13 +88,27 @@ class IsPublic(BasePermission):
 
 
 class IsSignedIn(BasePermission):
-    """Allows any signed-in user."""
+    """Allows any signed-in user.
+
+    While an admin-issued temporary password is pending, only the fields
+    built with `allow_pending_reset` are allowed, so that the temporary
+    password is good for choosing a new one and nothing else.
+    """
 
     _schema_directive = SignedInDirective()
 
+    def __init__(self, *, allow_pending_reset: bool = False) -> None:
+        self.allow_pending_reset = allow_pending_reset
+
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        if info.context.principal is None:
+        principal = info.context.principal
+        if principal is None:
             _deny(info)
+        if principal.password_change_required and not self.allow_pending_reset:
+            raise ClientError(
+                ErrorCode.FORBIDDEN,
+                "Choose a new password with changePassword first.",
+            )
         return True
 
 
@@ -142,8 +156,8 @@ def public() -> list[PermissionExtension]:
     return rule(IsPublic())
 
 
-def signed_in() -> list[PermissionExtension]:
-    return rule(IsSignedIn())
+def signed_in(*, allow_pending_reset: bool = False) -> list[PermissionExtension]:
+    return rule(IsSignedIn(allow_pending_reset=allow_pending_reset))
 
 
 def requires(permission: Permission) -> list[PermissionExtension]:

@@ -26,14 +26,15 @@ from schema.users import read_display_name, read_email
 
 @strawberry.type(description="A named set of permissions.")
 class Role:
-    name: str = strawberry.field(extensions=signed_in())
-    description: str = strawberry.field(extensions=signed_in())
+    name: str = strawberry.field(extensions=signed_in(allow_pending_reset=True))
+    description: str = strawberry.field(extensions=signed_in(allow_pending_reset=True))
     builtin: bool = strawberry.field(
-        extensions=signed_in(),
+        extensions=signed_in(allow_pending_reset=True),
         description="Built-in roles cannot be renamed or deleted.",
     )
     permissions: list[str] = strawberry.field(
-        extensions=signed_in(), description="Permissions the role grants, sorted."
+        extensions=signed_in(allow_pending_reset=True),
+        description="Permissions the role grants, sorted.",
     )
 
     @classmethod
@@ -48,8 +49,10 @@ class Role:
 
 @strawberry.type(name="Permission", description="A permission of the catalogue.")
 class PermissionInfo:
-    name: str = strawberry.field(extensions=signed_in(), description="`area:action`.")
-    description: str = strawberry.field(extensions=signed_in())
+    name: str = strawberry.field(
+        extensions=signed_in(allow_pending_reset=True), description="`area:action`."
+    )
+    description: str = strawberry.field(extensions=signed_in(allow_pending_reset=True))
 
     @classmethod
     def from_row(cls, row: PermissionRow) -> Self:

@@ -22,7 +22,7 @@ from schema.clock import as_utc
 from schema.errors import InvalidInput, NotFound
 from schema.guards import check_can_grant
 from schema.tables import ApiKey, User
-from schema.users import AccountTools, create_user
+from schema.users import AccountTools, create_user, has_hidden_characters
 
 KEY_PATTERN = re.compile(r"fgk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 MAX_KEY_LIFETIME = timedelta(days=366)
@@ -90,8 +90,8 @@ async def create_key(
     if not user.is_service_account:
         raise InvalidInput("serviceAccountId", "is not a service account.")
     name = name.strip()
-    if not 1 <= len(name) <= 64:
-        raise InvalidInput("name", "must be 1 to 64 characters.")
+    if not 1 <= len(name) <= 64 or has_hidden_characters(name):
+        raise InvalidInput("name", "must be 1 to 64 visible characters.")
     scope = set(permissions)
     allowed = {p.value for p in API_KEY_PERMISSIONS}
     if not scope or not scope <= allowed:

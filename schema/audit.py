@@ -1,6 +1,7 @@
 """The audit log: security-relevant actions, stored with personal data sealed."""
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,16 @@ from schema.tables import AuditEvent
 CLIENT_IP_CONTEXT = "audit_events.client_ip"
 USER_AGENT_CONTEXT = "audit_events.user_agent"
 MAX_USER_AGENT_LENGTH = 512
+MAX_TARGET_LENGTH = 64
+
+
+def _printable(text: str) -> str:
+    """Replace control and format characters, so that a target id read from
+    client input cannot forge lines or reorder text where it is shown."""
+    return "".join(
+        "?" if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} else ch
+        for ch in text
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +82,16 @@ async def record_event(
     `details` must hold no password, token or personal data.
     """
     user_agent = actor.user_agent[:MAX_USER_AGENT_LENGTH] if actor.user_agent else None
+    target = (
+        None if target_id is None else _printable(str(target_id))[:MAX_TARGET_LENGTH]
+    )
     session.add(
         AuditEvent(
             actor_id=actor.user_id,
             actor_username=actor.username,
             action=action,
             target_type=target_type,
-            target_id=None if target_id is None else str(target_id),
+            target_id=target,
             outcome=outcome,
             client_ip_sealed=cipher.seal_optional(
                 actor.client_ip, context=CLIENT_IP_CONTEXT

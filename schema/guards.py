@@ -5,7 +5,7 @@ Both roles and users call them, so they live apart from either service.
 
 from collections.abc import Collection, Iterable
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.catalogue import Permission
@@ -30,6 +30,27 @@ def check_can_grant(actor_permissions: Collection[str], granted: Iterable[str]) 
         )
 
 
+def check_can_manage(
+    actor_permissions: Collection[str], target_permissions: Iterable[str], *, what: str
+) -> None:
+    """Raise unless the actor holds every permission the target holds.
+
+    Nobody may change, reset, lock out or remove a user or role more
+    privileged than themselves: that would let a user manager take over an
+    administrator's account, or strip grants they could not give back.
+
+    Raises:
+        PermissionDenied: The target holds a permission the actor lacks.
+    """
+    missing = sorted(set(target_permissions) - set(actor_permissions))
+    if missing:
+        raise PermissionDenied(
+            f"You cannot change {what}: it holds permissions you do not hold: "
+            + ", ".join(missing)
+            + "."
+        )
+
+
 async def ensure_an_admin_remains(session: AsyncSession) -> None:
     """Raise unless some active user still holds every permission.
 
@@ -43,9 +64,9 @@ async def ensure_an_admin_remains(session: AsyncSession) -> None:
     """
     if session.bind.dialect.name == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(ADMIN_GUARD_LOCK)))
-    for user in await session.scalars(
-        select(User).where(User.is_active, User.must_change_password == false())
-    ):
+    # Users with a pending password reset count: they hold the permissions
+    # and regain them by choosing a new password.
+    for user in await session.scalars(select(User).where(User.is_active)):
         if user.permission_names >= ALL_PERMISSIONS:
             return
     raise Conflict(

@@ -1,6 +1,7 @@
 """Role service: the permission catalogue in the database and role changes."""
 
 import re
+import unicodedata
 from collections.abc import Collection, Iterable
 
 from sqlalchemy import func, select
@@ -14,7 +15,12 @@ from schema.catalogue import (
     Permission,
 )
 from schema.errors import Conflict, InvalidInput, NotFound
-from schema.guards import bump_role_members, check_can_grant, ensure_an_admin_remains
+from schema.guards import (
+    bump_role_members,
+    check_can_grant,
+    check_can_manage,
+    ensure_an_admin_remains,
+)
 from schema.tables import PermissionRow, Role, user_roles
 
 MAX_DESCRIPTION_LENGTH = 500
@@ -124,6 +130,10 @@ def _check_description(description: str) -> str:
         raise InvalidInput(
             "description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters."
         )
+    if any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in description):
+        raise InvalidInput(
+            "description", "must not contain control or formatting characters."
+        )
     return description
 
 
@@ -199,6 +209,9 @@ async def update_role(
             role or narrow the admin role, or no active user would hold every
             permission afterwards.
     """
+    check_can_manage(
+        actor_permissions, role.permission_names, what=f"role {role.name!r}"
+    )
     changes: dict[str, object] = {}
     if name is not None and name != role.name:
         if role.builtin:
@@ -228,7 +241,13 @@ async def update_role(
     return changes
 
 
-async def delete_role(session: AsyncSession, role: Role, *, force: bool) -> int:
+async def delete_role(
+    session: AsyncSession,
+    role: Role,
+    *,
+    force: bool,
+    actor_permissions: Collection[str],
+) -> int:
     """Delete a role and return how many users held it.
 
     Raises:
@@ -237,6 +256,9 @@ async def delete_role(session: AsyncSession, role: Role, *, force: bool) -> int:
     """
     if role.builtin:
         raise Conflict(f"Role {role.name!r} is built in and cannot be deleted.")
+    check_can_manage(
+        actor_permissions, role.permission_names, what=f"role {role.name!r}"
+    )
     members = await count_role_members(session, role)
     if members and not force:
         raise Conflict(

@@ -65,6 +65,7 @@ class Role(Base):
     """A named set of permissions."""
 
     __tablename__ = "roles"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -83,6 +84,7 @@ class User(Base):
     """A person or program that signs in."""
 
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # `username` keeps the spelling the user chose (NFKC-normalized);
@@ -134,6 +136,7 @@ class AuditEvent(Base):
     """A security-relevant action: who did what to whom, and how it ended."""
 
     __tablename__ = "audit_events"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     occurred_at: Mapped[datetime] = mapped_column(
@@ -199,6 +202,7 @@ class ApiKey(Base):
     """A credential of a service account, scoped to a set of permissions."""
 
     __tablename__ = "api_keys"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(

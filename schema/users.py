@@ -80,7 +80,19 @@ def normalize_username(username: str, *, field: str = "username") -> str:
         raise InvalidInput(
             field, "may contain only letters, digits and the characters . @ + - _"
         )
+    if len(username_key(normalized)) > MAX_USERNAME_LENGTH:
+        # Case folding can lengthen a name (ß becomes ss).
+        raise InvalidInput(
+            field, f"must be at most {MAX_USERNAME_LENGTH} characters once case-folded."
+        )
     return normalized
+
+
+def has_hidden_characters(text: str) -> bool:
+    """Tell whether text has control or format characters (bidi marks, zero-width)."""
+    return any(
+        unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in text
+    )
 
 
 def normalize_email(email: str, *, field: str = "email") -> str:
@@ -88,7 +100,7 @@ def normalize_email(email: str, *, field: str = "email") -> str:
     normalized = unicodedata.normalize("NFKC", email).strip()
     if len(normalized) > MAX_EMAIL_LENGTH:
         raise InvalidInput(field, f"must be at most {MAX_EMAIL_LENGTH} characters.")
-    if not _EMAIL_PATTERN.fullmatch(normalized):
+    if not _EMAIL_PATTERN.fullmatch(normalized) or has_hidden_characters(normalized):
         raise InvalidInput(field, "is not an email address.")
     return normalized
 

@@ -300,3 +300,45 @@ def test_production_refuses_development_secret(cli_env, tmp_path):
     )
     assert result.returncode == 1
     assert "development secret" in result.stderr
+
+
+def test_autoincrement_migration_keeps_rows(tmp_path):
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'upgrade.db'}"
+    migrate(url, "0003")
+    engine = create_sync_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO roles (id, name, description, builtin) VALUES (1, 'r', '', 0)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO users (id, username, username_key, password_hash, "
+                "is_active, created_at, updated_at, must_change_password, "
+                "auth_version, failed_logins, is_service_account) VALUES "
+                "(1, 'a', 'a', 'x', 1, '2026-01-01', '2026-01-01', 0, 1, 0, 0)"
+            )
+        )
+        connection.execute(text("INSERT INTO user_roles VALUES (1, 1)"))
+
+    migrate(url)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM user_roles")).scalar() == 1
+        connection.execute(text("DELETE FROM user_roles"))
+        connection.execute(text("DELETE FROM users WHERE id = 1"))
+        connection.execute(
+            text(
+                "INSERT INTO users (username, username_key, password_hash, "
+                "is_active, created_at, updated_at, must_change_password, "
+                "auth_version, failed_logins, is_service_account) VALUES "
+                "('b', 'b', 'x', 1, '2026-01-01', '2026-01-01', 0, 1, 0, 0)"
+            )
+        )
+        new_id = connection.execute(
+            text("SELECT id FROM users WHERE username = 'b'")
+        ).scalar()
+    engine.dispose()
+    assert new_id == 2

@@ -34,7 +34,8 @@ async def _current_user(info: Info[Context, None], session):  # type: ignore[no-
 @strawberry.type
 class AccountQuery:
     @strawberry.field(
-        extensions=signed_in(), description="The signed-in user, with roles."
+        extensions=signed_in(allow_pending_reset=True),
+        description="The signed-in user, with roles.",
     )
     async def me(self, info: Info[Context, None]) -> User | None:
         services = info.context.services
@@ -42,7 +43,7 @@ class AccountQuery:
             return User.from_row(await _current_user(info, session), services.cipher)
 
     @strawberry.field(
-        extensions=signed_in(),
+        extensions=signed_in(allow_pending_reset=True),
         description=(
             "Permissions the caller holds now, sorted, so that a frontend can "
             "hide what would be refused."
@@ -81,7 +82,7 @@ class AccountMutation:
         )
 
     @strawberry.mutation(
-        extensions=signed_in(),
+        extensions=signed_in(allow_pending_reset=True),
         description=(
             "Change your own password; the current one is required. Clears "
             "mustChangePassword."

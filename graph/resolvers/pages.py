@@ -1,9 +1,12 @@
 """Pagination arguments shared by list queries."""
 
+import re
+
 from graph.context import Context
 from schema.errors import InvalidInput
 
 MAX_OFFSET = 100_000
+_ID = re.compile(r"[0-9]{1,18}")
 
 
 def check_page(context: Context, limit: int, offset: int) -> None:
@@ -23,7 +26,11 @@ def check_page(context: Context, limit: int, offset: int) -> None:
 
 
 def parse_id(value: str) -> int | None:
-    """Return the integer behind an ID, or None when it cannot name a row."""
-    if not value.isdigit() or len(value) > 18:
+    """Return the integer behind an ID, or None when it cannot name a row.
+
+    Only ASCII digits count: `str.isdigit` also accepts superscripts and other
+    scripts' digits, which `int` then rejects or reads differently.
+    """
+    if not _ID.fullmatch(value):
         return None
     return int(value)

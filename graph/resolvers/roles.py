@@ -119,7 +119,7 @@ class RoleMutation:
         async def change(session: AsyncSession, note: AuditNote) -> str:
             role = await get_role(session, name)
             note.details["usersAffected"] = await delete_role(
-                session, role, force=force
+                session, role, force=force, actor_permissions=_actor_permissions(info)
             )
             return name
 

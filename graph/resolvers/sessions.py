@@ -10,7 +10,7 @@ from graph.auditing import AuditNote, audited
 from graph.context import Context, Principal
 from graph.errors import ClientError, ErrorCode
 from graph.permissions import public, requires, signed_in
-from graph.resolvers.pages import parse_id
+from graph.resolvers.users import load_manageable_user
 from graph.signin import TokenPair, password_login, refresh
 from graph.types import LoginPayload, SessionInfo, User
 from schema.catalogue import Permission
@@ -18,7 +18,7 @@ from schema.errors import NotFound
 from schema.sessions import list_sessions, revoke_session, revoke_user_sessions
 from schema.tables import Session as SessionRow
 from schema.throttle import ThrottleUnavailable
-from schema.users import clear_failed_logins, get_user, username_key
+from schema.users import clear_failed_logins, username_key
 
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the HTTP authentication scheme, not a secret
 SESSION_NOT_FOUND = "No session with this id."
@@ -54,7 +54,7 @@ def _own_session(info: Info[Context, None]) -> str:
 @strawberry.type
 class SessionQuery:
     @strawberry.field(
-        extensions=signed_in(),
+        extensions=signed_in(allow_pending_reset=True),
         description="Your open sessions, newest first.",
     )
     async def my_sessions(self, info: Info[Context, None]) -> list[SessionInfo]:
@@ -114,7 +114,7 @@ class SessionMutation:
         return _payload(await refresh(info.context, token))
 
     @strawberry.mutation(
-        extensions=signed_in(),
+        extensions=signed_in(allow_pending_reset=True),
         description="End the session of this access token; it stops working at once.",
     )
     async def logout(self, info: Info[Context, None]) -> bool:
@@ -135,7 +135,7 @@ class SessionMutation:
         )
 
     @strawberry.mutation(
-        extensions=signed_in(),
+        extensions=signed_in(allow_pending_reset=True),
         description="End all your sessions; returns how many were open.",
     )
     async def logout_all(self, info: Info[Context, None]) -> int:
@@ -162,7 +162,7 @@ class SessionMutation:
         )
 
     @strawberry.mutation(
-        extensions=signed_in(),
+        extensions=signed_in(allow_pending_reset=True),
         description=(
             "End one session: one of yours, or any user's with users:write. "
             "Returns whether it was open."
@@ -184,6 +184,10 @@ class SessionMutation:
                 # The same answer whether the session exists or belongs to
                 # someone else.
                 raise NotFound(SESSION_NOT_FOUND)
+            if row.user_id != principal.user_id:
+                await load_manageable_user(
+                    session, strawberry.ID(str(row.user_id)), info
+                )
             return await revoke_session(
                 session, str(id), reason="revoked", now=services.clock.now()
             )
@@ -206,11 +210,9 @@ class SessionMutation:
         services = info.context.services
 
         async def change(session: AsyncSession, note: AuditNote) -> int:
-            number = parse_id(user_id)
-            if number is None or await get_user(session, number) is None:
-                raise NotFound("No user with this id.")
+            user = await load_manageable_user(session, user_id, info)
             count = await revoke_user_sessions(
-                session, number, reason="revoked_by_admin", now=services.clock.now()
+                session, user.id, reason="revoked_by_admin", now=services.clock.now()
             )
             note.details["sessions"] = count
             return count
@@ -231,10 +233,7 @@ class SessionMutation:
         services = info.context.services
 
         async def change(session: AsyncSession, note: AuditNote) -> User:
-            number = parse_id(id)
-            user = await get_user(session, number) if number is not None else None
-            if user is None:
-                raise NotFound("No user with this id.")
+            user = await load_manageable_user(session, id, info)
             await clear_failed_logins(session, user)
             try:
                 await services.throttle.reset_account(username_key(user.username))

@@ -12,6 +12,7 @@ from graph.resolvers.pages import check_page, parse_id
 from graph.types import PasswordResetPayload, User, UserPage
 from schema.catalogue import Permission
 from schema.errors import InvalidInput, NotFound
+from schema.guards import check_can_manage
 from schema.tables import User as UserRow
 from schema.users import (
     create_user,
@@ -32,6 +33,22 @@ async def _load_user(session: AsyncSession, user_id: strawberry.ID) -> UserRow:
     user = await get_user(session, number) if number is not None else None
     if user is None:
         raise NotFound(USER_NOT_FOUND)
+    return user
+
+
+async def load_manageable_user(
+    session: AsyncSession, user_id: strawberry.ID, info: Info[Context, None]
+) -> UserRow:
+    """Load a user the caller may change: one holding no permission it lacks.
+
+    Raises:
+        NotFound: No user has this id.
+        PermissionDenied: The user is more privileged than the caller.
+    """
+    user = await _load_user(session, user_id)
+    check_can_manage(
+        _actor_permissions(info), user.permission_names, what=f"user {user.id}"
+    )
     return user
 
 
@@ -116,7 +133,7 @@ class UserMutation:
         services = context.services
 
         async def change(session: AsyncSession, note: AuditNote) -> User:
-            user = await _load_user(session, id)
+            user = await load_manageable_user(session, id, info)
             if input.username is None:
                 raise InvalidInput("username", "must not be null.")
             changed = await update_profile(
@@ -164,7 +181,7 @@ class UserMutation:
         self, info: Info[Context, None], id: strawberry.ID
     ) -> strawberry.ID:
         async def change(session: AsyncSession, note: AuditNote) -> strawberry.ID:
-            user = await _load_user(session, id)
+            user = await load_manageable_user(session, id, info)
             note.details["username"] = user.username
             await delete_user(session, user)
             return id
@@ -190,7 +207,7 @@ class UserMutation:
         services = info.context.services
 
         async def change(session: AsyncSession, note: AuditNote) -> User:
-            user = await _load_user(session, id)
+            user = await load_manageable_user(session, id, info)
             added, removed = await set_roles(
                 session, user, roles, actor_permissions=_actor_permissions(info)
             )
@@ -220,7 +237,7 @@ class UserMutation:
         async def change(
             session: AsyncSession, note: AuditNote
         ) -> PasswordResetPayload:
-            user = await _load_user(session, id)
+            user = await load_manageable_user(session, id, info)
             temporary = await reset_password(session, services.accounts, user)
             return PasswordResetPayload(
                 temporary_password=temporary, user=User.from_row(user, services.cipher)
@@ -241,7 +258,7 @@ async def _set_active(
     services = info.context.services
 
     async def change(session: AsyncSession, note: AuditNote) -> User:
-        user = await _load_user(session, id)
+        user = await load_manageable_user(session, id, info)
         note.details["changed"] = await set_active(session, user, active=active)
         return User.from_row(user, services.cipher)
 

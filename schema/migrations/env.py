@@ -10,6 +10,11 @@ url = config.attributes["database_url"]
 
 engine = create_sync_engine(url)
 with engine.connect() as connection:
+    if connection.dialect.name == "sqlite":
+        # Recreating a table drops the old one; with foreign keys enforced,
+        # that would cascade and delete the rows that refer to it.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
