@@ -90,7 +90,7 @@ def build_session_policy(settings: Settings) -> SessionPolicy:
 
 def build_throttle(settings: Settings) -> LoginThrottle:
     return LoginThrottle(
-        create_storage(settings.redis_url),
+        create_storage(settings.redis_url, key_prefix=settings.redis_key_prefix),
         ThrottlePolicy(
             window_minutes=settings.login_window_minutes,
             account_failures_before_delay=settings.login_failures_before_delay,

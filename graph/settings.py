@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     refresh_grace_seconds: Annotated[int, Field(ge=0, le=60)] = 10
 
     redis_url: str | None = None
+    redis_key_prefix: str = "fieldguard"
     # What sign-in does when the shared counter store fails: `closed` refuses
     # sign-ins, `open` lets them through unthrottled with a logged warning.
     throttle_failure_mode: Literal["closed", "open"] = "closed"

@@ -21,7 +21,7 @@ from schema.sessions import (
     start_session,
 )
 from schema.throttle import ThrottleDecision, ThrottleUnavailable
-from schema.users import authenticate, username_key
+from schema.users import authenticate, get_user_by_username, username_key
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,12 @@ async def password_login(context: Context, username: str, password: str) -> Toke
         decision = await _throttle_decision(context, account)
         if decision is not None and decision.locked:
             await hasher.verify("x", None)
-            raise InvalidCredentials(decision.reason or "locked")
+            async with services.session_factory() as session:
+                # For the audit log only; the client learns nothing of it.
+                locked = await get_user_by_username(session, username)
+            raise InvalidCredentials(
+                decision.reason or "locked", locked.id if locked else None
+            )
         if decision is not None and decision.delay_seconds:
             await asyncio.sleep(decision.delay_seconds)
         signed_in = await authenticate(

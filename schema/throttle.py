@@ -39,7 +39,7 @@ class ThrottleUnavailable(Exception):
     """The shared counter store did not answer."""
 
 
-def create_storage(redis_url: str | None) -> Storage:
+def create_storage(redis_url: str | None, *, key_prefix: str = "fieldguard") -> Storage:
     if redis_url:
         # redis-py is already a dependency; limits defaults to coredis.
         return RedisStorage(
@@ -47,7 +47,7 @@ def create_storage(redis_url: str | None) -> Storage:
             if redis_url.startswith("redis://")
             else redis_url,
             implementation="redispy",
-            key_prefix="fieldguard",
+            key_prefix=key_prefix,
             wrap_exceptions=True,
         )
     return MemoryStorage(wrap_exceptions=True)

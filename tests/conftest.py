@@ -26,6 +26,7 @@ from tests.support import (
 )
 
 POSTGRES_URL = os.environ.get("FIELDGUARD_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("FIELDGUARD_TEST_REDIS_URL", "")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 PERSONA_ROLES = {
     "analyst": ["analyst"],
@@ -35,13 +36,20 @@ PERSONA_ROLES = {
 }
 
 
-def pytest_report_header() -> str:
-    if POSTGRES_URL:
-        return "fieldguard databases: SQLite and PostgreSQL"
-    return (
-        "fieldguard databases: SQLite only "
+def pytest_report_header() -> list[str]:
+    databases = (
+        "fieldguard databases: SQLite and PostgreSQL"
+        if POSTGRES_URL
+        else "fieldguard databases: SQLite only "
         "(set FIELDGUARD_TEST_DATABASE_URL to add PostgreSQL)"
     )
+    counters = (
+        "fieldguard shared counters: memory and Redis"
+        if REDIS_URL
+        else "fieldguard shared counters: memory only "
+        "(set FIELDGUARD_TEST_REDIS_URL to add Redis)"
+    )
+    return [databases, counters]
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +95,19 @@ def service(
     """A real `fieldguard serve` on a loopback port, with persona users."""
     data_dir = tmp_path_factory.mktemp("data")
     admin_password = strong_password()
+    clock_file = data_dir / "clock-offset"
+    clock_file.write_text("0", encoding="ascii")
     env = service_env(
         database_url=database_url,
         model_dir=model_dir,
         data_dir=data_dir,
         FIELDGUARD_ADMIN_PASSWORD=admin_password,
+        FIELDGUARD_CLOCK_OFFSET_FILE=str(clock_file),
+        # The whole suite signs in from 127.0.0.1, failures included; the
+        # throttle tests run their own servers with low limits.
+        FIELDGUARD_LOGIN_IP_FAILURES_TO_LOCK="100000",
+        FIELDGUARD_LOGIN_FAILURES_BEFORE_DELAY="100",
+        FIELDGUARD_LOGIN_FAILURES_TO_LOCK="1000",
     )
     initialized = run_cli(env, "init")
     assert initialized.returncode == 0, initialized.stderr
@@ -105,6 +121,7 @@ def service(
         log_path=log_path,
         process=process,
         passwords={"admin": admin_password},
+        clock_file=clock_file,
     )
     for username, roles in PERSONA_ROLES.items():
         running.create_user(username, roles)

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,37 @@ class RunningService:
     log_path: Path
     process: subprocess.Popen[bytes]
     passwords: dict[str, str] = field(default_factory=dict)
+    clock_file: Path | None = None
+
+    @contextmanager
+    def clock_moved(self, seconds: float) -> Iterator[None]:
+        """Move the server's clock forward for the block, then back."""
+        assert self.clock_file is not None, "this server has no controllable clock"
+        self.clock_file.write_text(str(seconds), encoding="ascii")
+        try:
+            yield
+        finally:
+            self.clock_file.write_text("0", encoding="ascii")
+
+    def login_pair(self, username: str, password: str | None = None) -> dict[str, Any]:
+        """Sign in and return the whole login payload."""
+        result = self.execute(
+            "mutation($u: String!, $p: String!) { login(username: $u, password: $p) "
+            "{ accessToken refreshToken expiresIn passwordChangeRequired } }",
+            {"u": username, "p": password or self.passwords[username]},
+        )
+        assert result.errors == [], result.errors
+        return result.data["login"]
+
+    def refresh(self, refresh_token: str) -> GraphQLResult:
+        """Call refreshToken; `data` is the payload itself, or None on error."""
+        result = self.execute(
+            "mutation($t: String!) { refreshToken(token: $t) "
+            "{ accessToken refreshToken } }",
+            {"t": refresh_token},
+        )
+        payload = result.data["refreshToken"] if result.data else None
+        return GraphQLResult(data=payload, errors=result.errors)
 
     def client(self, token: str | None = None) -> Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

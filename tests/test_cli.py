@@ -311,7 +311,8 @@ def test_autoincrement_migration_keeps_rows(tmp_path):
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO roles (id, name, description, builtin) VALUES (1, 'r', '', 0)"
+                "INSERT INTO roles (id, name, description, builtin) "
+                "VALUES (1, 'r', '', 0)"
             )
         )
         connection.execute(

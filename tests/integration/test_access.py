@@ -301,3 +301,163 @@ def test_deactivated_user_is_unauthenticated_everywhere(
     for operation, (document, variables, _) in OPERATIONS.items():
         codes = service.execute(document, variables, token=token).codes()
         assert codes == ["UNAUTHENTICATED"], operation
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "mutation($id: ID!) { resetUserPassword(id: $id) { temporaryPassword } }",
+        'mutation($id: ID!) { updateUser(id: $id, input: {email: "x@evil.test"}) { '
+        "id } }",
+        "mutation($id: ID!) { deactivateUser(id: $id) { id } }",
+        "mutation($id: ID!) { deleteUser(id: $id) }",
+        "mutation($id: ID!) { setUserRoles(id: $id, roles: []) { id } }",
+        "mutation($id: ID!) { revokeUserSessions(userId: $id) }",
+        "mutation($id: ID!) { unlockUser(id: $id) { id } }",
+    ],
+)
+def test_manager_cannot_act_on_more_privileged_users(
+    service: RunningService, admin: str, user_manager, document
+):
+    _, manager_token = user_manager
+    target_id, target, password = service.add_user(["analyst"], prefix="senior")
+
+    result = service.execute(document, {"id": target_id}, token=manager_token)
+
+    assert result.codes() == ["FORBIDDEN"]
+    assert _roles_of(service, admin, target_id) == ["analyst"]
+    assert service.login(target, password)
+
+
+def test_manager_may_act_on_equal_users(
+    service: RunningService, admin: str, user_manager
+):
+    _, manager_token = user_manager
+    target_id, _, _ = service.add_user([], prefix="junior")
+    result = service.execute(
+        "mutation($id: ID!) { deactivateUser(id: $id) { id } }",
+        {"id": target_id},
+        token=manager_token,
+    )
+    # The change is made; only reading the returned user needs users:read.
+    assert result.codes() == ["FORBIDDEN"]
+    assert result.errors[0]["path"] == ["deactivateUser", "id"]
+    check = service.execute(
+        "query($id: ID!) { user(id: $id) { isActive } }", {"id": target_id}, token=admin
+    )
+    assert check.data == {"user": {"isActive": False}}
+
+
+def test_role_writer_cannot_narrow_richer_roles(service: RunningService, admin: str):
+    role = unique_name("rolewriter")
+    service.execute(
+        "mutation($n: String!) { createRole(input: {name: $n, permissions: "
+        '["roles:write"]}) { name } }',
+        {"n": role},
+        token=admin,
+    )
+    _, username, _ = service.add_user([role])
+    token = service.login(username)
+    narrowed = service.execute(
+        'mutation { updateRole(name: "auditor", input: {permissions: []}) { name } }',
+        token=token,
+    )
+    described = service.execute(
+        'mutation { updateRole(name: "admin", input: {description: "pwned"}) { '
+        "name } }",
+        token=token,
+    )
+    assert narrowed.codes() == ["FORBIDDEN"]
+    assert described.codes() == ["FORBIDDEN"]
+    roles = {
+        r["name"]: r
+        for r in service.execute(
+            "{ roles { name description permissions } }", token=admin
+        ).data["roles"]
+    }
+    assert roles["auditor"]["permissions"] == ["audit:read"]
+    assert roles["admin"]["description"] != "pwned"
+
+
+def test_pending_reset_allows_only_password_change(service: RunningService, admin: str):
+    user_id, username, _ = service.add_user(["viewer"])
+    temporary = service.execute(
+        "mutation($id: ID!) { resetUserPassword(id: $id) { temporaryPassword } }",
+        {"id": user_id},
+        token=admin,
+    ).data["resetUserPassword"]["temporaryPassword"]
+    token = service.login(username, temporary)
+
+    update = service.execute(
+        'mutation { updateMe(input: {email: "attacker@evil.test"}) { id } }',
+        token=token,
+    )
+    me = service.execute(
+        "{ me { username roles { name } } myPermissions }", token=token
+    )
+
+    assert update.codes() == ["FORBIDDEN"]
+    assert me.errors == []
+    assert me.data["myPermissions"] == []
+
+
+@pytest.mark.parametrize("user_id", ["\u00b2", "\uff11", "\u0661"])
+def test_non_ascii_digits_are_not_ids(service: RunningService, admin: str, user_id):
+    result = service.execute(
+        "query($id: ID!) { user(id: $id) { username } }", {"id": user_id}, token=admin
+    )
+    assert result.codes() == ["NOT_FOUND"]
+
+
+def test_concurrent_duplicate_roles_conflict(service: RunningService, admin: str):
+    import threading
+
+    name = unique_name("race")
+    results = []
+
+    def create() -> None:
+        results.append(
+            service.execute(
+                "mutation($n: String!) { createRole(input: {name: $n}) { name } }",
+                {"n": name},
+                token=admin,
+            )
+        )
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    codes = [tuple(r.codes()) for r in results]
+    assert codes.count(()) == 1
+    assert all(code in {(), ("CONFLICT",)} for code in codes), codes
+
+
+def test_control_characters_are_rejected(service: RunningService, admin: str):
+    email = service.execute(
+        "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+        {
+            "i": {
+                "username": unique_name("ctl"),
+                "password": "Zq8-control-chars-pw",
+                "email": "a\u001b[31m@x.com",
+            }
+        },
+        token=admin,
+    )
+    description = service.execute(
+        "mutation($n: String!, $d: String!) { createRole(input: {name: $n, "
+        "description: $d}) { name } }",
+        {"n": unique_name("bidi"), "d": "line\u202eevil"},
+        token=admin,
+    )
+    long_key = service.execute(
+        "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+        {"i": {"username": "\u00df" * 64, "password": "Zq8-control-chars-pw"}},
+        token=admin,
+    )
+    assert email.errors[0]["extensions"]["field"] == "email"
+    assert description.errors[0]["extensions"]["field"] == "description"
+    assert long_key.errors[0]["extensions"]["field"] == "username"

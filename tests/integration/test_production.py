@@ -299,3 +299,11 @@ def test_errors_leak_nothing(production: RunningService):
     text_body = response.text
     for marker in ("Traceback", "sqlalchemy", "/work/", ".py", "SELECT"):
         assert marker not in text_body
+
+
+def test_no_suggestions_in_extensions(production: RunningService):
+    response = production.post(
+        {"query": '{ predict(input: {islnd: "Dream"}) { label } }'},
+        token=production.login("viewer"),
+    )
+    assert "Did you mean" not in response.text

@@ -236,3 +236,60 @@ def test_log_has_no_tracebacks_or_secrets(service: RunningService, tokens):
         assert password not in log, f"password of {username} logged"
     for username, token in tokens.items():
         assert token not in log, f"token of {username} logged"
+
+
+def test_fragment_bomb_is_rejected_quickly(service: RunningService):
+    levels = 30
+    fragments = " ".join(
+        f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(levels)
+    )
+    query = (
+        f"query {{ ...F0 }} {fragments} fragment F{levels} on Query {{ __typename }}"
+    )
+    # Without per-fragment memoization this took hours; the client timeout
+    # of 30 seconds bounds the test.
+    body = service.post({"query": query}).json()
+    assert body["data"] is None
+    limits = {e["extensions"].get("limit") for e in body["errors"]}
+    assert "cost" in limits
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json-x", "text/x-application/json", '"application/json"'],
+)
+def test_json_like_content_types_are_checked(service: RunningService, content_type):
+    body = (
+        '{"query": "mutation($p: String!) { login(username: \\\\"admin\\\\", '
+        'password: $p) { tokenType } }", "variables": {"p": "abc\\\\ud800"}}'
+    )
+    response = _post_raw(service, body.encode(), {"Content-Type": content_type})
+    assert response.status_code == 400
+    assert _error(response)["extensions"]["code"] in {"BAD_USER_INPUT", "BAD_REQUEST"}
+
+
+def test_log_lines_cannot_be_forged(service: RunningService, tokens):
+    forged = (
+        "nope\n2026-12-04 18:00:00,000 INFO graph.forged: Login succeeded: user_id=1"
+    )
+    result = service.execute(
+        "mutation($n: String!) { deleteRole(name: $n) }",
+        {"n": forged},
+        token=tokens["admin"],
+    )
+    assert result.codes() == ["NOT_FOUND"]
+    assert "\n2026-12-04 18:00:00,000 INFO graph.forged" not in service.log_text()
+
+
+def test_get_query_strings_stay_out_of_the_log(service: RunningService):
+    canary = "Secret-Canary-Pass-" + "7" * 6
+    httpx.get(
+        service.url,
+        params={
+            "query": 'mutation($p: String!) { login(username: "x", password: $p) '
+            "{ tokenType } }",
+            "variables": f'{{"p": "{canary}"}}',
+        },
+        timeout=30,
+    )
+    assert canary not in service.log_text()
