@@ -24,6 +24,7 @@ from graph.services import (
     token_settings,
 )
 from graph.settings import Settings
+from graph.tokens import public_jwks
 from ml.registry import LoadedModel, load_latest
 from schema.database import create_service_engine, create_session_factory
 
@@ -116,6 +117,12 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         openapi_url=None,
     )
     app.include_router(router, prefix="/graphql")
+
+    @app.get("/.well-known/jwks.json", include_in_schema=False)
+    async def jwks() -> dict[str, list[dict[str, object]]]:
+        """Publish the access token verification keys for other services."""
+        return public_jwks(tokens)
+
     app.state.hide_suggestions = settings.is_production
     if settings.cors_origin_list:
         app.add_middleware(

@@ -127,10 +127,20 @@ def build_cipher(settings: Settings) -> DataCipher:
 
 
 def token_settings(settings: Settings) -> TokenSettings:
+    common = {
+        "issuer": settings.jwt_issuer,
+        "audience": settings.jwt_audience,
+        "ttl_seconds": settings.access_token_ttl_seconds,
+        "leeway_seconds": settings.token_leeway_seconds,
+    }
+    if settings.jwt_algorithm == "HS256":
+        return TokenSettings(secret=settings.signing_secret(), **common)
+    private_keys = settings.load_private_keys()
     return TokenSettings(
-        secret=settings.signing_secret(),
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        ttl_seconds=settings.access_token_ttl_seconds,
-        leeway_seconds=settings.token_leeway_seconds,
+        secret="",
+        algorithm=settings.jwt_algorithm,
+        signing_kid=next(iter(private_keys)),
+        private_keys=private_keys,
+        public_keys={kid: key.public_key() for kid, key in private_keys.items()},
+        **common,
     )

@@ -11,7 +11,7 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
 
     jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
+    # For EdDSA and RS256: `kid:path/to/private.pem,...`; the first signs,
+    # all verify.
+    jwt_private_keys: str | None = None
     jwt_issuer: str = "fieldguard"
     jwt_audience: str = "fieldguard"
     access_token_ttl_seconds: Annotated[int, Field(ge=300, le=900)] = 900
@@ -117,9 +121,14 @@ class Settings(BaseSettings):
                     "FIELDGUARD_CLOCK_OFFSET_FILE is for tests and cannot be set "
                     "in production."
                 )
-            if secret is None:
+            if secret is None and self.jwt_algorithm == "HS256":
                 raise ValueError(
                     "FIELDGUARD_JWT_SECRET is required when FIELDGUARD_ENV=production."
+                )
+            if self.jwt_algorithm != "HS256" and not self.jwt_private_keys:
+                raise ValueError(
+                    "FIELDGUARD_JWT_PRIVATE_KEYS is required for "
+                    f"{self.jwt_algorithm} when FIELDGUARD_ENV=production."
                 )
             if self.data_keys is None or self.data_index_key is None:
                 raise ValueError(
@@ -201,6 +210,37 @@ class Settings(BaseSettings):
             return read_data_keys_file(path)
         except ValueError as error:
             raise SettingsError(f"Invalid data keys: {error}") from error
+
+    def load_private_keys(self) -> dict[str, Any]:
+        """Return the JWT signing keys by key id, the signing one first.
+
+        In development without `FIELDGUARD_JWT_PRIVATE_KEYS`, one key is
+        generated and kept in `<data_dir>/jwt_<algorithm>.pem`.
+
+        Raises:
+            SettingsError: A key file is missing or not a private key of the
+                configured algorithm.
+        """
+        if self.jwt_private_keys:
+            entries = [e.strip() for e in self.jwt_private_keys.split(",") if e.strip()]
+        elif self.is_production:
+            raise SettingsError(
+                "FIELDGUARD_JWT_PRIVATE_KEYS is required in production."
+            )
+        else:
+            path = self.data_dir / f"jwt_{self.jwt_algorithm.lower()}.pem"
+            if not path.exists():
+                _create_secret_file(path, _new_private_key_pem(self.jwt_algorithm))
+            entries = [f"dev:{path}"]
+        keys: dict[str, Any] = {}
+        for entry in entries:
+            kid, separator, location = entry.partition(":")
+            if not separator or not kid:
+                raise SettingsError(
+                    "FIELDGUARD_JWT_PRIVATE_KEYS entries must read kid:path."
+                )
+            keys[kid] = _read_private_key(Path(location), self.jwt_algorithm)
+        return keys
 
     def signing_secret(self) -> str:
         """Return the JWT signing secret.
@@ -286,3 +326,37 @@ def add_data_key_to_file(path: Path) -> str:
         file.write(json.dumps(raw, indent=2))
     os.replace(temporary, path)
     return key_id
+
+
+def _new_private_key_pem(algorithm: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = (
+        ed25519.Ed25519PrivateKey.generate()
+        if algorithm == "EdDSA"
+        else rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+def _read_private_key(path: Path, algorithm: str) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
+        raise SettingsError(
+            f"Cannot read the JWT private key {path}: {error}"
+        ) from error
+    expected = ed25519.Ed25519PrivateKey if algorithm == "EdDSA" else rsa.RSAPrivateKey
+    if not isinstance(key, expected):
+        raise SettingsError(f"The JWT key {path} is not a {algorithm} private key.")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
+        raise SettingsError(f"The RSA key {path} has fewer than 2048 bits.")
+    return key

@@ -8,11 +8,14 @@ from the token's own header.
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
 ALGORITHM = "HS256"
+ASYMMETRIC_ALGORITHMS = ("EdDSA", "RS256")
 # RFC 9068 media type of JWT access tokens; it keeps access tokens apart from
 # any other token type the service signs with the same key.
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -27,11 +30,23 @@ FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 
 @dataclass(frozen=True, slots=True)
 class TokenSettings:
+    """How access tokens are signed and checked.
+
+    With HS256, `secret` signs and verifies. With EdDSA or RS256, the key
+    named `signing_kid` in `private_keys` signs, and every key in
+    `public_keys` verifies, so that keys rotate without signing anyone out.
+    Each key is bound to the one algorithm of the settings.
+    """
+
     secret: str
     issuer: str
     audience: str
     ttl_seconds: int
     leeway_seconds: int
+    algorithm: str = ALGORITHM
+    signing_kid: str | None = None
+    private_keys: Mapping[str, Any] = field(default_factory=dict)
+    public_keys: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +93,21 @@ def issue_access_token(
         "sid": session_id,
         "ver": version,
     }
-    token = jwt.encode(
-        claims, settings.secret, algorithm=ALGORITHM, headers={"typ": ACCESS_TOKEN_TYPE}
-    )
+    if settings.algorithm == ALGORITHM:
+        token = jwt.encode(
+            claims,
+            settings.secret,
+            algorithm=ALGORITHM,
+            headers={"typ": ACCESS_TOKEN_TYPE},
+        )
+    else:
+        assert settings.signing_kid is not None
+        token = jwt.encode(
+            claims,
+            settings.private_keys[settings.signing_kid],
+            algorithm=settings.algorithm,
+            headers={"typ": ACCESS_TOKEN_TYPE, "kid": settings.signing_kid},
+        )
     return IssuedToken(token=token, expires_in=settings.ttl_seconds)
 
 
@@ -97,8 +124,14 @@ def verify_access_token(
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as error:
         raise InvalidToken(f"malformed token: {error}") from error
-    if header.get("alg") != ALGORITHM:
+    if header.get("alg") != settings.algorithm:
         raise InvalidToken(f"algorithm {header.get('alg')!r} is not allowed")
+    key: Any = settings.secret
+    if settings.algorithm != ALGORITHM:
+        kid = header.get("kid")
+        if not isinstance(kid, str) or kid not in settings.public_keys:
+            raise InvalidToken(f"unknown key id {kid!r}")
+        key = settings.public_keys[kid]
     if header.get("typ") != ACCESS_TOKEN_TYPE:
         raise InvalidToken(f"token type {header.get('typ')!r} is not an access token")
     if FORBIDDEN_HEADERS & header.keys():
@@ -110,8 +143,8 @@ def verify_access_token(
         # controlled clock gets the same rules as the wall clock.
         claims = jwt.decode(
             token,
-            settings.secret,
-            algorithms=[ALGORITHM],
+            key,
+            algorithms=[settings.algorithm],
             audience=settings.audience,
             issuer=settings.issuer,
             options={
@@ -163,3 +196,14 @@ def _time_claim(claims: dict[str, object], name: str) -> int:
     if not 0 <= value < 2**63:
         raise InvalidToken(f"claim {name!r} is out of range")
     return value
+
+
+def public_jwks(settings: TokenSettings) -> dict[str, list[dict[str, Any]]]:
+    """Return the verification keys as a JWK Set (RFC 7517); empty for HS256."""
+    keys = []
+    for kid, public_key in settings.public_keys.items():
+        algorithm = jwt.get_algorithm_by_name(settings.algorithm)
+        jwk = algorithm.to_jwk(public_key, as_dict=True)
+        jwk.update(kid=kid, alg=settings.algorithm, use="sig")
+        keys.append(jwk)
+    return {"keys": keys}
