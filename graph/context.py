@@ -170,6 +170,25 @@ async def _load_key_principal(
     )
 
 
+def client_ip(
+    peer: str | None, forwarded_for: str | None, trusted: frozenset[str]
+) -> str | None:
+    """Return the address of the client, believing only trusted proxies.
+
+    X-Forwarded-For lists the addresses each proxy saw, the nearest last.
+    Walking it from the right, the first address that is not a trusted proxy
+    is the client; anything further left could have been written by the
+    client itself.
+    """
+    if peer is None or peer not in trusted or not forwarded_for:
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop[:64]
+    return peer
+
+
 async def build_context(request: Request) -> Context:
     services: Services = request.app.state.services
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
@@ -187,6 +206,10 @@ async def build_context(request: Request) -> Context:
         request_id=request_id,
         principal=principal,
         auth_failure=failure,
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_ip(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            services.settings.trusted_proxy_set,
+        ),
         user_agent=request.headers.get("user-agent"),
     )

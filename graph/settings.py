@@ -66,6 +66,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     redis_key_prefix: str = "fieldguard"
+    # Comma-separated addresses of reverse proxies whose X-Forwarded-For is
+    # believed; with none, the client IP is the socket's peer address.
+    trusted_proxies: str = ""
     # What sign-in does when the shared counter store fails: `closed` refuses
     # sign-ins, `open` lets them through unthrottled with a logged warning.
     throttle_failure_mode: Literal["closed", "open"] = "closed"
@@ -164,6 +167,12 @@ class Settings(BaseSettings):
         return [
             origin.strip() for origin in self.cors_origins.split(",") if origin.strip()
         ]
+
+    @property
+    def trusted_proxy_set(self) -> frozenset[str]:
+        return frozenset(
+            p.strip() for p in self.trusted_proxies.split(",") if p.strip()
+        )
 
     @property
     def graphiql_enabled(self) -> bool:

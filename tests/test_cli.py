@@ -343,3 +343,44 @@ def test_autoincrement_migration_keeps_rows(tmp_path):
         ).scalar()
     engine.dispose()
     assert new_id == 2
+
+
+def test_login_upgrades_weaker_hashes(cli_env, tmp_path):
+    """A hash made under a lower argon2 cost is replaced at the next sign-in."""
+    from sqlalchemy import text
+
+    from tests.support import start_server, stop_server
+
+    password = strong_password()
+    assert (
+        run_cli({**cli_env, "FIELDGUARD_ADMIN_PASSWORD": password}, "init").returncode
+        == 0
+    )
+    engine = create_sync_engine(cli_env["FIELDGUARD_DATABASE_URL"])
+    query = text("SELECT password_hash FROM users WHERE username = 'admin'")
+    with engine.connect() as connection:
+        before = connection.execute(query).scalar_one()
+
+    stronger = {**cli_env, "FIELDGUARD_ARGON2_MEMORY_COST_KIB": "128"}
+    process, url = start_server(stronger, tmp_path / "upgrade.log")
+    try:
+        import httpx
+
+        response = httpx.post(
+            url,
+            json={
+                "query": 'mutation($p: String!) { login(username: "admin", '
+                "password: $p) { tokenType } }",
+                "variables": {"p": password},
+            },
+            timeout=30,
+        )
+        assert response.json()["data"]["login"]["tokenType"] == "Bearer"
+    finally:
+        stop_server(process)
+    with engine.connect() as connection:
+        after = connection.execute(query).scalar_one()
+    engine.dispose()
+
+    assert "m=64," in before
+    assert "m=128," in after

@@ -159,3 +159,35 @@ def _signed(**overrides: object) -> str:
 def test_odd_claim_values_are_rejected(overrides):
     with pytest.raises(InvalidToken):
         verify_access_token(SETTINGS, _signed(**overrides), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "expected"),
+    [
+        pytest.param("10.0.0.9", "1.2.3.4", frozenset(), "10.0.0.9", id="no-proxy"),
+        pytest.param(
+            "10.0.0.9", "1.2.3.4", frozenset({"10.0.0.9"}), "1.2.3.4", id="one-proxy"
+        ),
+        pytest.param(
+            "10.0.0.9",
+            "6.6.6.6, 1.2.3.4, 10.0.0.8",
+            frozenset({"10.0.0.9", "10.0.0.8"}),
+            "1.2.3.4",
+            id="spoofed-left-part-ignored",
+        ),
+        pytest.param(
+            "10.0.0.9", None, frozenset({"10.0.0.9"}), "10.0.0.9", id="no-header"
+        ),
+        pytest.param(
+            "8.8.8.8",
+            "1.2.3.4",
+            frozenset({"10.0.0.9"}),
+            "8.8.8.8",
+            id="untrusted-peer",
+        ),
+    ],
+)
+def test_client_ip_believes_only_trusted_proxies(peer, forwarded, trusted, expected):
+    from graph.context import client_ip
+
+    assert client_ip(peer, forwarded, trusted) == expected

@@ -170,6 +170,7 @@ FORGED = {
         _claims(uid, iat=int(time.time()) + 3600, exp=int(time.time()) + 4000)
     ),
     "other-token-type": lambda uid: _forge(_claims(uid), typ="JWT"),
+    "reset-token-type": lambda uid: _forge(_claims(uid), typ="reset+jwt"),
     "unknown-user": lambda uid: _forge(_claims("999999")),
     "other-users-session": lambda uid: _forge(_claims(str(int(uid) + 1))),
     "unknown-session": lambda uid: _forge(_claims(uid, sid="f" * 32)),
@@ -212,3 +213,14 @@ def test_non_bearer_scheme_is_unauthenticated(service: RunningService, tokens):
     body = response.json()
     assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert "bearer" in body["errors"][0]["message"]
+
+
+def test_refresh_token_is_not_an_access_token(service: RunningService):
+    pair = service.login_pair("viewer")
+    result = service.execute(ME, token=pair["refreshToken"])
+    assert result.codes() == ["UNAUTHENTICATED"]
+
+
+def test_access_token_is_not_a_refresh_token(service: RunningService):
+    pair = service.login_pair("viewer")
+    assert service.refresh(pair["accessToken"]).codes() == ["UNAUTHENTICATED"]
