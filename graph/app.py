@@ -13,6 +13,7 @@ from strawberry.types import ExecutionResult
 from graph.api import build_schema
 from graph.context import Context, build_context
 from graph.errors import to_client_errors
+from graph.health import healthz, readyz
 from graph.http import RequestGuard
 from graph.services import (
     PermissionCache,
@@ -117,6 +118,9 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         openapi_url=None,
     )
     app.include_router(router, prefix="/graphql")
+
+    app.add_route("/healthz", healthz, methods=["GET"])
+    app.add_route("/readyz", readyz, methods=["GET"])
 
     @app.get("/.well-known/jwks.json", include_in_schema=False)
     async def jwks() -> dict[str, list[dict[str, object]]]:

@@ -39,6 +39,8 @@ _STATUS_CODES = {
     503: ErrorCode.SERVICE_UNAVAILABLE,
 }
 _JSON_PARAMETERS = ("variables", "extensions")
+# Endpoints whose error responses already have a documented JSON shape.
+OWN_SHAPE_PATHS = frozenset({"/readyz"})
 # Fields whose every call must be counted on its own, so never batched.
 UNBATCHABLE_FIELDS = frozenset({"login", "refreshToken"})
 SECURITY_HEADERS = (
@@ -299,7 +301,10 @@ class RequestGuard:
             nonlocal started, held_start, status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                if message["status"] >= 400:
+                if (
+                    message["status"] >= 400
+                    and scope.get("path") not in OWN_SHAPE_PATHS
+                ):
                     # Hold the error response to give it the JSON error shape.
                     held_start = message
                     return

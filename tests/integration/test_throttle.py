@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support import (
@@ -215,3 +216,31 @@ def test_two_processes_share_sessions_locks_and_roles(model_dir, tmp_path_factor
     finally:
         stop_server(first.process)
         stop_server(second.process)
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_unreachable_redis(model_dir, tmp_path_factory, mode):
+    from tests.support import free_port
+
+    env, admin_password = _environment(tmp_path_factory, model_dir, "memory")
+    # A loopback port with nothing listening stands for a stopped Redis.
+    env["FIELDGUARD_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    env["FIELDGUARD_THROTTLE_FAILURE_MODE"] = mode
+    service = _start(
+        env, Path(env["FIELDGUARD_DATA_DIR"]) / "server.log", admin_password
+    )
+    try:
+        result = service.execute(LOGIN, {"u": "admin", "p": admin_password})
+        ready = httpx.get(service.url.replace("/graphql", "/readyz"), timeout=30)
+
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"].startswith("failed")
+        if mode == "closed":
+            assert result.codes() == ["SERVICE_UNAVAILABLE"]
+            assert "refusing sign-in" in service.log_text()
+        else:
+            assert result.errors == []
+            assert "letting sign-in through unthrottled" in service.log_text()
+        assert service.is_alive()
+    finally:
+        stop_server(service.process)

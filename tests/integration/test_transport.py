@@ -293,3 +293,15 @@ def test_get_query_strings_stay_out_of_the_log(service: RunningService):
         timeout=30,
     )
     assert canary not in service.log_text()
+
+
+def test_health_endpoints(service: RunningService):
+    base = service.url.removesuffix("/graphql")
+    health = httpx.get(f"{base}/healthz", timeout=10)
+    ready = httpx.get(f"{base}/readyz", timeout=10)
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"model": "ok", "database": "ok"},
+    }
