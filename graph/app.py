@@ -143,5 +143,6 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         max_body_bytes=settings.max_body_bytes,
         max_batch_operations=settings.max_batch_operations,
         timeout_seconds=settings.request_timeout_seconds,
+        trusted_proxies=settings.trusted_proxy_set,
     )
     return app

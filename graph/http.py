@@ -10,6 +10,7 @@ malformed bodies make Strawberry raise instead of returning 400.
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -39,6 +40,7 @@ _STATUS_CODES = {
     503: ErrorCode.SERVICE_UNAVAILABLE,
 }
 _JSON_PARAMETERS = ("variables", "extensions")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Endpoints whose error responses already have a documented JSON shape.
 OWN_SHAPE_PATHS = frozenset({"/readyz"})
 # Fields whose every call must be counted on its own, so never batched.
@@ -191,8 +193,10 @@ class RequestGuard:
         max_body_bytes: int,
         max_batch_operations: int = 0,
         timeout_seconds: float = 30.0,
+        trusted_proxies: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
         self.max_body_bytes = max_body_bytes
         self.max_batch_operations = max_batch_operations
         self.timeout_seconds = timeout_seconds
@@ -206,7 +210,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = self._request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def reply(
@@ -253,6 +257,15 @@ class RequestGuard:
                 return
 
         await self._forward(scope, body, send, request_id, reply)
+
+    def _request_id(self, scope: Scope) -> str:
+        """Take X-Request-ID from a trusted proxy, or make a new id."""
+        client = scope.get("client")
+        if client and client[0] in self.trusted_proxies:
+            given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+            if _REQUEST_ID.fullmatch(given):
+                return given
+        return uuid.uuid4().hex
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         declared = _header(scope, b"content-length")

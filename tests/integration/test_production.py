@@ -43,6 +43,8 @@ def production(
         model_dir=model_dir,
         data_dir=data_dir,
         FIELDGUARD_ENV="production",
+        # The tests act as the reverse proxy in front of this server.
+        FIELDGUARD_TRUSTED_PROXIES="127.0.0.1",
     )
     initialized = run_cli({**env, "FIELDGUARD_ADMIN_PASSWORD": admin_password}, "init")
     assert initialized.returncode == 0, initialized.stderr
@@ -307,3 +309,18 @@ def test_no_suggestions_in_extensions(production: RunningService):
         token=production.login("viewer"),
     )
     assert "Did you mean" not in response.text
+
+
+def test_trusted_proxy_passes_request_id_and_client_ip(production: RunningService):
+    response = httpx.post(
+        production.url,
+        json={
+            "query": 'mutation { login(username: "ghost", password: "no-such-pass-1") '
+            "{ tokenType } }"
+        },
+        headers={"X-Request-ID": "proxy-id-42", "X-Forwarded-For": "198.51.100.7"},
+        timeout=30,
+    )
+    assert response.headers["x-request-id"] == "proxy-id-42"
+    log = production.log_text()
+    assert "ip=198.51.100.7 request_id=proxy-id-42" in log

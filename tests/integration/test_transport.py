@@ -305,3 +305,14 @@ def test_health_endpoints(service: RunningService):
         "status": "ready",
         "checks": {"model": "ok", "database": "ok"},
     }
+
+
+def test_request_id_from_untrusted_client_is_replaced(service: RunningService):
+    response = httpx.post(
+        service.url,
+        json={"query": "{ __typename }"},
+        headers={"X-Request-ID": "client-chosen-id"},
+        timeout=30,
+    )
+    assert response.headers["x-request-id"] != "client-chosen-id"
+    assert len(response.headers["x-request-id"]) == 32
