@@ -9,6 +9,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from starlette.requests import Request
 from strawberry.fastapi import BaseContext
@@ -71,6 +72,13 @@ class Context(BaseContext):
             user_agent=self.user_agent,
             request_id=self.request_id,
         )
+
+
+def caller(info: Any) -> Principal:
+    """Return the principal of a resolver whose field rule requires one."""
+    principal = info.context.principal
+    assert principal is not None, "the field rule lets no anonymous caller through"
+    return principal
 
 
 def _bearer_token(authorization: str | None) -> str | None:

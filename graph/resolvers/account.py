@@ -6,7 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from graph.auditing import AuditNote, audited
-from graph.context import Context
+from graph.context import Context, caller
 from graph.errors import ClientError, ErrorCode
 from graph.inputs import UpdateMeInput, kept_if_unset
 from graph.permissions import signed_in
@@ -21,9 +21,7 @@ MAX_LOGIN_FIELD_LENGTH = 1024
 
 
 async def _current_user(info: Info[Context, None], session):  # type: ignore[no-untyped-def]
-    principal = info.context.principal
-    assert principal is not None  # guaranteed by the field rule
-    user = await get_active_user(session, principal.user_id)
+    user = await get_active_user(session, caller(info).user_id)
     if user is None:
         raise ClientError(
             ErrorCode.UNAUTHENTICATED, "Not authenticated: the user is gone."
@@ -50,9 +48,7 @@ class AccountQuery:
         ),
     )
     def my_permissions(self, info: Info[Context, None]) -> list[str]:
-        principal = info.context.principal
-        assert principal is not None  # guaranteed by the field rule
-        return sorted(principal.permissions)
+        return sorted(caller(info).permissions)
 
 
 @strawberry.type

@@ -5,7 +5,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
 from graph.auditing import AuditNote, audited
-from graph.context import Context
+from graph.context import Context, caller
 from graph.inputs import CreateRoleInput, UpdateRoleInput
 from graph.permissions import requires
 from graph.types import PermissionInfo, Role
@@ -18,12 +18,6 @@ from schema.roles import (
     list_roles,
     update_role,
 )
-
-
-def _actor_permissions(info: Info[Context, None]) -> frozenset[str]:
-    principal = info.context.principal
-    assert principal is not None  # guaranteed by the field rule
-    return principal.permissions
 
 
 @strawberry.type
@@ -61,7 +55,7 @@ class RoleMutation:
                 name=input.name,
                 description=input.description,
                 permissions=input.permissions,
-                actor_permissions=_actor_permissions(info),
+                actor_permissions=caller(info).permissions,
             )
             note.target_id = role.name
             note.details["permissions"] = sorted(role.permission_names)
@@ -93,7 +87,7 @@ class RoleMutation:
                     name=input.name,
                     description=input.description,
                     permissions=input.permissions,
-                    actor_permissions=_actor_permissions(info),
+                    actor_permissions=caller(info).permissions,
                 )
             )
             return Role.from_row(role)
@@ -119,7 +113,7 @@ class RoleMutation:
         async def change(session: AsyncSession, note: AuditNote) -> str:
             role = await get_role(session, name)
             note.details["usersAffected"] = await delete_role(
-                session, role, force=force, actor_permissions=_actor_permissions(info)
+                session, role, force=force, actor_permissions=caller(info).permissions
             )
             return name
 

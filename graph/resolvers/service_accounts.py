@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
 from graph.auditing import AuditNote, audited
-from graph.context import Context
+from graph.context import Context, caller
 from graph.inputs import CreateApiKeyInput
 from graph.permissions import requires
 from graph.resolvers.pages import parse_id
@@ -79,8 +79,7 @@ class ServiceAccountMutation:
         self, info: Info[Context, None], input: CreateApiKeyInput
     ) -> ApiKeyCreated:
         context = info.context
-        principal = context.principal
-        assert principal is not None  # guaranteed by the field rule
+        principal = caller(info)
 
         async def change(session: AsyncSession, note: AuditNote) -> ApiKeyCreated:
             account = await _load_account(session, input.service_account_id)

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
 from graph.auditing import AuditNote, audited
-from graph.context import Context, Principal
+from graph.context import Context, caller
 from graph.errors import ClientError, ErrorCode
 from graph.permissions import public, requires, signed_in
 from graph.resolvers.users import load_manageable_user
@@ -34,14 +34,8 @@ def _payload(pair: TokenPair) -> LoginPayload:
     )
 
 
-def _principal(info: Info[Context, None]) -> Principal:
-    principal = info.context.principal
-    assert principal is not None  # guaranteed by the field rule
-    return principal
-
-
 def _own_session(info: Info[Context, None]) -> str:
-    session_id = _principal(info).session_id
+    session_id = caller(info).session_id
     if session_id is None:
         raise ClientError(
             ErrorCode.BAD_USER_INPUT,
@@ -59,7 +53,7 @@ class SessionQuery:
     )
     async def my_sessions(self, info: Info[Context, None]) -> list[SessionInfo]:
         services = info.context.services
-        principal = _principal(info)
+        principal = caller(info)
         async with services.session_factory() as session:
             found = await list_sessions(
                 session,
@@ -140,7 +134,7 @@ class SessionMutation:
     )
     async def logout_all(self, info: Info[Context, None]) -> int:
         _own_session(info)
-        principal = _principal(info)
+        principal = caller(info)
         services = info.context.services
 
         async def change(session: AsyncSession, note: AuditNote) -> int:
@@ -171,7 +165,7 @@ class SessionMutation:
     async def revoke_session(
         self, info: Info[Context, None], id: strawberry.ID
     ) -> bool:
-        principal = _principal(info)
+        principal = caller(info)
         services = info.context.services
 
         async def change(session: AsyncSession, note: AuditNote) -> bool:

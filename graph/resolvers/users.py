@@ -5,7 +5,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
 from graph.auditing import AuditNote, audited
-from graph.context import Context
+from graph.context import Context, caller
 from graph.inputs import CreateUserInput, UpdateUserInput, UserFilter, kept_if_unset
 from graph.permissions import requires
 from graph.resolvers.pages import check_page, parse_id
@@ -47,15 +47,9 @@ async def load_manageable_user(
     """
     user = await _load_user(session, user_id)
     check_can_manage(
-        _actor_permissions(info), user.permission_names, what=f"user {user.id}"
+        caller(info).permissions, user.permission_names, what=f"user {user.id}"
     )
     return user
-
-
-def _actor_permissions(info: Info[Context, None]) -> frozenset[str]:
-    principal = info.context.principal
-    assert principal is not None  # guaranteed by the field rule
-    return principal.permissions
 
 
 @strawberry.type
@@ -112,7 +106,7 @@ class UserMutation:
                 role_names=input.roles,
                 email=input.email,
                 display_name=input.display_name,
-                actor_permissions=_actor_permissions(info),
+                actor_permissions=caller(info).permissions,
             )
             note.target_id = user.id
             note.details["roles"] = sorted(input.roles)
@@ -209,7 +203,7 @@ class UserMutation:
         async def change(session: AsyncSession, note: AuditNote) -> User:
             user = await load_manageable_user(session, id, info)
             added, removed = await set_roles(
-                session, user, roles, actor_permissions=_actor_permissions(info)
+                session, user, roles, actor_permissions=caller(info).permissions
             )
             note.details.update(added=added, removed=removed)
             return User.from_row(user, services.cipher)
