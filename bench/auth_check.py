@@ -12,6 +12,7 @@ Run: .venv/bin/python bench/auth_check.py [--rounds N]
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -104,6 +105,7 @@ async def measure(rounds: int, database_url: str | None) -> None:
     jwt_only = [timed_jwt() for _ in range(rounds)]
     full = [await timed_check() for _ in range(rounds)]
     await engine.dispose()
+    shutil.rmtree(folder, ignore_errors=True)
 
     def describe(samples: list[float]) -> str:
         ordered = sorted(samples)

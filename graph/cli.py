@@ -104,7 +104,8 @@ def command_init(settings: Settings, _args: argparse.Namespace) -> None:
 
     # Creates the development secret now, so that every worker started later
     # reads the same one.
-    settings.signing_secret()
+    if settings.jwt_algorithm == "HS256":
+        settings.signing_secret()
     migrate(settings.resolved_database_url)
     asyncio.run(_init(settings))
 

@@ -149,6 +149,8 @@ def _to_client_error(error: GraphQLError, request_id: str | None) -> GraphQLErro
             "code": _classify_request_error(error),
             **_variable_details(error.message),
         }
+        if "tokens. Parsing aborted" in error.message:
+            error.extensions["limit"] = "tokens"
         return error
     mapped = to_client_error(original)
     if mapped is None:

@@ -25,7 +25,8 @@ async def _check_database(services: Services) -> None:
 
 
 async def _check_redis(services: Services) -> None:
-    await services.throttle.check("readiness-probe", None)
+    if not await services.throttle.storage.check():
+        raise ConnectionError("Redis did not answer PING")
 
 
 async def readyz(request: Request) -> JSONResponse:

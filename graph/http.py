@@ -41,6 +41,7 @@ _STATUS_CODES = {
 }
 _JSON_PARAMETERS = ("variables", "extensions")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+JWKS_PATH = "/.well-known/jwks.json"
 # Endpoints whose error responses already have a documented JSON shape.
 OWN_SHAPE_PATHS = frozenset({"/readyz"})
 # Fields whose every call must be counted on its own, so never batched.
@@ -322,11 +323,14 @@ class RequestGuard:
                     held_start = message
                     return
                 message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode()),
-                    *SECURITY_HEADERS,
-                ]
+                headers = [*message["headers"], (b"x-request-id", request_id.encode())]
+                if scope.get("path") == JWKS_PATH:
+                    # Public keys: verifiers may cache them for a while.
+                    headers.append((b"cache-control", b"public, max-age=300"))
+                    headers += [h for h in SECURITY_HEADERS if h[0] != b"cache-control"]
+                else:
+                    headers += SECURITY_HEADERS
+                message["headers"] = headers
                 started = True
                 await send(message)
                 return

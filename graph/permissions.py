@@ -91,20 +91,25 @@ class IsSignedIn(BasePermission):
     """Allows any signed-in user.
 
     While an admin-issued temporary password is pending, only the fields
-    built with `allow_pending_reset` are allowed, so that the temporary
+    built with `allow_limited` are allowed, so that the temporary
     password is good for choosing a new one and nothing else.
     """
 
     _schema_directive = SignedInDirective()
 
-    def __init__(self, *, allow_pending_reset: bool = False) -> None:
-        self.allow_pending_reset = allow_pending_reset
+    def __init__(self, *, allow_limited: bool = False) -> None:
+        self.allow_limited = allow_limited
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         principal = info.context.principal
         if principal is None:
             _deny(info)
-        if principal.password_change_required and not self.allow_pending_reset:
+        if principal.api_key_id is not None and not self.allow_limited:
+            # API keys run predictions; they never change their account.
+            raise ClientError(
+                ErrorCode.FORBIDDEN, "API keys cannot use this field; sign in instead."
+            )
+        if principal.password_change_required and not self.allow_limited:
             raise ClientError(
                 ErrorCode.FORBIDDEN,
                 "Choose a new password with changePassword first.",
@@ -156,8 +161,8 @@ def public() -> list[PermissionExtension]:
     return rule(IsPublic())
 
 
-def signed_in(*, allow_pending_reset: bool = False) -> list[PermissionExtension]:
-    return rule(IsSignedIn(allow_pending_reset=allow_pending_reset))
+def signed_in(*, allow_limited: bool = False) -> list[PermissionExtension]:
+    return rule(IsSignedIn(allow_limited=allow_limited))
 
 
 def requires(permission: Permission) -> list[PermissionExtension]:

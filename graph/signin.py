@@ -16,6 +16,8 @@ from schema.audit import Actor, record_event
 from schema.errors import InvalidCredentials
 from schema.sessions import (
     InvalidRefreshToken,
+    clear_expired_grace,
+    client_fingerprint,
     load_access_state,
     rotate,
     start_session,
@@ -77,7 +79,7 @@ async def _audit(
 async def _throttle_decision(context: Context, account: str) -> ThrottleDecision | None:
     services = context.services
     try:
-        return await services.throttle.check(account, context.client_ip)
+        return await services.throttle.admit(account, context.client_ip)
     except ThrottleUnavailable as error:
         if services.settings.throttle_failure_mode == "open":
             logger.warning(
@@ -96,17 +98,6 @@ async def _throttle_decision(context: Context, account: str) -> ThrottleDecision
             ErrorCode.SERVICE_UNAVAILABLE,
             "Sign-in is unavailable right now; try again.",
         ) from error
-
-
-async def _count_failure(context: Context, account: str) -> None:
-    try:
-        await context.services.throttle.record_failure(account, context.client_ip)
-    except ThrottleUnavailable as error:
-        logger.warning(
-            "Could not count a failed sign-in (request_id=%s): %s",
-            context.request_id,
-            error,
-        )
 
 
 async def password_login(context: Context, username: str, password: str) -> TokenPair:
@@ -155,8 +146,6 @@ async def password_login(context: Context, username: str, password: str) -> Toke
             context.client_ip,
             context.request_id,
         )
-        if account and error.reason not in {"account_locked", "ip_locked"}:
-            await _count_failure(context, account)
         await _audit(
             context,
             action="login",
@@ -233,10 +222,12 @@ async def refresh(context: Context, token: str) -> TokenPair:
         # reported only after the revocation has been committed.
         async with services.transaction() as session:
             try:
+                await clear_expired_grace(session, now)
                 issued = await rotate(
                     session,
                     services.cipher,
                     token=token,
+                    client=client_fingerprint(context.client_ip, context.user_agent),
                     now=now,
                     policy=services.session_policy,
                 )

@@ -130,7 +130,7 @@ def verify_access_token(
     if settings.algorithm != ALGORITHM:
         kid = header.get("kid")
         if not isinstance(kid, str) or kid not in settings.public_keys:
-            raise InvalidToken(f"unknown key id {kid!r}")
+            raise InvalidToken(f"unknown key id {str(kid)[:40]!r}")
         key = settings.public_keys[kid]
     if header.get("typ") != ACCESS_TOKEN_TYPE:
         raise InvalidToken(f"token type {header.get('typ')!r} is not an access token")
@@ -204,6 +204,7 @@ def public_jwks(settings: TokenSettings) -> dict[str, list[dict[str, Any]]]:
     for kid, public_key in settings.public_keys.items():
         algorithm = jwt.get_algorithm_by_name(settings.algorithm)
         jwk = algorithm.to_jwk(public_key, as_dict=True)
+        jwk.pop("key_ops", None)  # RFC 7517: not together with "use"
         jwk.update(kid=kid, alg=settings.algorithm, use="sig")
         keys.append(jwk)
     return {"keys": keys}

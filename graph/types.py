@@ -26,14 +26,14 @@ from schema.users import read_display_name, read_email
 
 @strawberry.type(description="A named set of permissions.")
 class Role:
-    name: str = strawberry.field(extensions=signed_in(allow_pending_reset=True))
-    description: str = strawberry.field(extensions=signed_in(allow_pending_reset=True))
+    name: str = strawberry.field(extensions=signed_in(allow_limited=True))
+    description: str = strawberry.field(extensions=signed_in(allow_limited=True))
     builtin: bool = strawberry.field(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description="Built-in roles cannot be renamed or deleted.",
     )
     permissions: list[str] = strawberry.field(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description="Permissions the role grants, sorted.",
     )
 
@@ -50,9 +50,9 @@ class Role:
 @strawberry.type(name="Permission", description="A permission of the catalogue.")
 class PermissionInfo:
     name: str = strawberry.field(
-        extensions=signed_in(allow_pending_reset=True), description="`area:action`."
+        extensions=signed_in(allow_limited=True), description="`area:action`."
     )
-    description: str = strawberry.field(extensions=signed_in(allow_pending_reset=True))
+    description: str = strawberry.field(extensions=signed_in(allow_limited=True))
 
     @classmethod
     def from_row(cls, row: PermissionRow) -> Self:
@@ -176,7 +176,10 @@ class AuditEvent:
     target_id: str | None = strawberry.field(extensions=requires(Permission.AUDIT_READ))
     outcome: str = strawberry.field(
         extensions=requires(Permission.AUDIT_READ),
-        description="`success`, `failure` (bad credentials or input) or `denied`.",
+        description=(
+            "`success`, `failure` (bad credentials or input), `denied` (not "
+            "allowed) or `locked` (sign-in refused by the throttle)."
+        ),
     )
     client_ip: str | None = strawberry.field(extensions=requires(Permission.AUDIT_READ))
     user_agent: str | None = strawberry.field(
@@ -194,7 +197,7 @@ class AuditEvent:
     def from_record(cls, record: AuditRecord) -> Self:
         return cls(
             id=strawberry.ID(str(record.id)),
-            occurred_at=record.occurred_at,
+            occurred_at=as_utc(record.occurred_at),
             actor_id=(
                 strawberry.ID(str(record.actor_id))
                 if record.actor_id is not None

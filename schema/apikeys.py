@@ -75,7 +75,7 @@ async def create_key(
     user: User,
     name: str,
     permissions: Iterable[str],
-    lifetime: timedelta | None,
+    lifetime_days: int | None,
     actor_permissions: Collection[str],
     now: datetime,
 ) -> IssuedKey:
@@ -100,8 +100,10 @@ async def create_key(
             f"must be a non-empty subset of: {', '.join(sorted(allowed))}.",
         )
     check_can_grant(actor_permissions, scope)
-    if lifetime is not None and not timedelta(days=1) <= lifetime <= MAX_KEY_LIFETIME:
-        raise InvalidInput("expiresInDays", "must be between 1 and 366.")
+    if lifetime_days is not None and not 1 <= lifetime_days <= MAX_KEY_LIFETIME.days:
+        raise InvalidInput(
+            "expiresInDays", f"must be between 1 and {MAX_KEY_LIFETIME.days}."
+        )
 
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
@@ -112,7 +114,9 @@ async def create_key(
         secret_hash=_hash(secret),
         permissions=",".join(sorted(scope)),
         created_at=now,
-        expires_at=now + lifetime if lifetime is not None else None,
+        expires_at=(
+            now + timedelta(days=lifetime_days) if lifetime_days is not None else None
+        ),
     )
     session.add(row)
     await session.flush()
@@ -139,7 +143,10 @@ async def authenticate_key(
         return None
     if row.last_used_at is None or as_utc(row.last_used_at) < now - LAST_USED_INTERVAL:
         await session.execute(
-            update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now)
+            update(ApiKey)
+            .where(ApiKey.id == row.id)
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
         )
         await session.commit()
     allowed = {p.value for p in API_KEY_PERMISSIONS}
@@ -166,4 +173,14 @@ async def list_keys(session: AsyncSession, user_id: int) -> list[ApiKey]:
         await session.scalars(
             select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
         )
+    )
+
+
+async def revoke_keys_of(session: AsyncSession, user_id: int, *, now: datetime) -> None:
+    """Revoke every key of a service account, as when it is deactivated."""
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
     )

@@ -89,4 +89,5 @@ async def bump_role_members(session: AsyncSession, role_id: int) -> None:
             )
         )
         .values(auth_version=User.auth_version + 1)
+        .execution_options(synchronize_session=False)
     )

@@ -5,7 +5,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schema.audit import CLIENT_IP_CONTEXT, USER_AGENT_CONTEXT
 from schema.crypto import DataCipher
-from schema.tables import AuditEvent, Base, User
+from schema.sessions import (
+    CLIENT_IP_CONTEXT as SESSION_IP_CONTEXT,
+)
+from schema.sessions import (
+    GRACE_TOKEN_CONTEXT,
+)
+from schema.sessions import (
+    USER_AGENT_CONTEXT as SESSION_AGENT_CONTEXT,
+)
+from schema.tables import AuditEvent, Base, Session, User
 from schema.users import DISPLAY_NAME_CONTEXT, EMAIL_CONTEXT
 
 # Sealed columns by table: (attribute, context that binds values to it).
@@ -17,6 +26,11 @@ SEALED_COLUMNS: dict[type[Base], tuple[tuple[str, str], ...]] = {
     AuditEvent: (
         ("client_ip_sealed", CLIENT_IP_CONTEXT),
         ("user_agent_sealed", USER_AGENT_CONTEXT),
+    ),
+    Session: (
+        ("client_ip_sealed", SESSION_IP_CONTEXT),
+        ("user_agent_sealed", SESSION_AGENT_CONTEXT),
+        ("grace_token_sealed", GRACE_TOKEN_CONTEXT),
     ),
 }
 
@@ -49,14 +63,15 @@ async def _reseal_table(
     batch_size: int,
 ) -> int:
     rewritten = 0
-    last_id = 0
+    last_id: object = None
     primary_key = table.id  # type: ignore[attr-defined]
     while True:
         async with sessions() as session, session.begin():
+            after = primary_key > last_id if last_id is not None else True
             rows = list(
                 await session.scalars(
                     select(table)
-                    .where(primary_key > last_id)
+                    .where(after)
                     .order_by(primary_key)
                     .limit(batch_size)
                     .with_for_update()

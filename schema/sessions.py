@@ -9,6 +9,7 @@ a client that lost a response is not signed out.
 """
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -113,15 +114,39 @@ async def start_session(
     return IssuedSession(session_id=row.id, user_id=user_id, refresh_token=token)
 
 
+def client_fingerprint(client_ip: str | None, user_agent: str | None) -> str:
+    """Return a digest of where a request comes from, for the retry grace."""
+    return hashlib.sha256(f"{client_ip}|{user_agent}".encode()).hexdigest()
+
+
+async def clear_expired_grace(session: AsyncSession, now: datetime) -> None:
+    """Forget replacement tokens whose retry window has passed.
+
+    Until then a sealed copy of the current refresh token is kept for the
+    retry; afterwards only its hash should remain.
+    """
+    await session.execute(
+        update(Session)
+        .where(Session.grace_token_sealed.is_not(None), Session.grace_until < now)
+        .values(grace_token_sealed=None, grace_from_hash=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def rotate(
     session: AsyncSession,
     cipher: DataCipher,
     *,
     token: str,
+    client: str,
     now: datetime,
     policy: SessionPolicy,
 ) -> IssuedSession:
     """Exchange a refresh token for a new one.
+
+    A retry with the token just replaced gets the same new token only within
+    the grace period and only from the same client (IP and user agent) as
+    the rotation; any other use of a used token counts as reuse.
 
     Raises:
         InvalidRefreshToken: The token is unknown or its session ended. When
@@ -146,6 +171,7 @@ async def rotate(
         update(RefreshToken)
         .where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None))
         .values(used_at=now)
+        .execution_options(synchronize_session=False)
     )
     if claimed.rowcount == 1:
         replacement = new_refresh_token()
@@ -155,7 +181,9 @@ async def rotate(
             )
         )
         row.last_used_at = now
-        row.grace_token_sealed = cipher.seal(replacement, context=GRACE_TOKEN_CONTEXT)
+        row.grace_token_sealed = cipher.seal(
+            f"{client}:{replacement}", context=GRACE_TOKEN_CONTEXT
+        )
         row.grace_from_hash = token_hash
         row.grace_until = now + policy.reuse_grace
         await session.flush()
@@ -170,10 +198,13 @@ async def rotate(
         and now <= as_utc(row.grace_until)
         and row.grace_token_sealed is not None
     ):
-        again = cipher.open(row.grace_token_sealed, context=GRACE_TOKEN_CONTEXT)
-        return IssuedSession(
-            session_id=row.id, user_id=row.user_id, refresh_token=again
-        )
+        rotated_for, _, again = cipher.open(
+            row.grace_token_sealed, context=GRACE_TOKEN_CONTEXT
+        ).partition(":")
+        if hmac.compare_digest(rotated_for, client):
+            return IssuedSession(
+                session_id=row.id, user_id=row.user_id, refresh_token=again
+            )
 
     await revoke_session(session, row.id, reason="reused", now=now)
     raise InvalidRefreshToken("reused", session_id=row.id, user_id=row.user_id)
@@ -187,6 +218,7 @@ async def revoke_session(
         update(Session)
         .where(Session.id == session_id, Session.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason, grace_token_sealed=None)
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
@@ -199,6 +231,7 @@ async def revoke_user_sessions(
         update(Session)
         .where(Session.user_id == user_id, Session.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason, grace_token_sealed=None)
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount
 
@@ -209,6 +242,13 @@ async def touch(session: AsyncSession, session_id: str, now: datetime) -> None:
         update(Session)
         .where(Session.id == session_id, Session.last_used_at < now - TOUCH_INTERVAL)
         .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.grace_until < now)
+        .values(grace_token_sealed=None, grace_from_hash=None)
+        .execution_options(synchronize_session=False)
     )
 
 

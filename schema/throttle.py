@@ -1,13 +1,14 @@
 """Throttling of failed sign-ins, per account and per client IP.
 
 Counters live in the `limits` package's storage: in process memory by
-default, or in Redis so that every worker and replica counts the same
-failures. Each failure within the window counts; after a few, every attempt
-waits a growing delay, and after more the account or IP is locked until the
-oldest failures leave the window. The caller reports one generic error for
-all of it.
+default, or in Redis so that every worker and replica counts alike. Every
+attempt within the window counts, and a successful sign-in clears its
+account's count; after a few, every attempt waits a growing delay, and after
+more the account or IP is locked until the oldest attempts leave the window.
+The caller reports one generic error for all of it.
 """
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -39,6 +40,11 @@ class ThrottleUnavailable(Exception):
     """The shared counter store did not answer."""
 
 
+def _bounded(account_key: str) -> str:
+    """Return a fixed-length counter key, however long the username typed."""
+    return hashlib.sha256(account_key.encode("utf-8")).hexdigest()
+
+
 def create_storage(redis_url: str | None, *, key_prefix: str = "fieldguard") -> Storage:
     if redis_url:
         # redis-py is already a dependency; limits defaults to coredis.
@@ -68,31 +74,39 @@ class LoginThrottle:
             policy.ip_failures_to_lock, policy.window_minutes
         )
 
-    async def check(self, account_key: str, client_ip: str | None) -> ThrottleDecision:
-        """Decide on a sign-in attempt before its password is checked.
+    async def admit(self, account_key: str, client_ip: str | None) -> ThrottleDecision:
+        """Count a sign-in attempt and decide on it, before its password is checked.
+
+        The attempt is counted first and the decision read from the count, in
+        one step per counter, so that requests sent at the same moment cannot
+        all read a clean count. A successful sign-in then clears the account's
+        count with `reset_account`; the IP's count keeps every attempt.
 
         Raises:
             ThrottleUnavailable: The counter store failed.
         """
+        key = _bounded(account_key)
         try:
-            account = await self._limiter.get_window_stats(
-                self._account, "login-account", account_key
-            )
-            ip = (
-                await self._limiter.get_window_stats(self._ip, "login-ip", client_ip)
+            account_ok = await self._limiter.hit(self._account, "login-account", key)
+            ip_ok = (
+                await self._limiter.hit(self._ip, "login-ip", client_ip)
                 if client_ip
-                else None
+                else True
+            )
+            stats = await self._limiter.get_window_stats(
+                self._account, "login-account", key
             )
         except Exception as error:  # noqa: BLE001 - any store failure
             raise ThrottleUnavailable(str(error)) from error
-        if account.remaining <= 0:
+        if not account_ok:
             return ThrottleDecision(
                 locked=True, delay_seconds=0, reason="account_locked"
             )
-        if ip is not None and ip.remaining <= 0:
+        if not ip_ok:
             return ThrottleDecision(locked=True, delay_seconds=0, reason="ip_locked")
-        failures = self.policy.account_failures_to_lock - account.remaining
-        extra = failures - self.policy.account_failures_before_delay
+        # This attempt is included: the earlier ones are the possible failures.
+        earlier = self.policy.account_failures_to_lock - stats.remaining - 1
+        extra = earlier - self.policy.account_failures_before_delay
         if extra < 0:
             return ThrottleDecision(locked=False, delay_seconds=0)
         delay = min(
@@ -100,16 +114,10 @@ class LoginThrottle:
         )
         return ThrottleDecision(locked=False, delay_seconds=delay)
 
-    async def record_failure(self, account_key: str, client_ip: str | None) -> None:
-        try:
-            await self._limiter.hit(self._account, "login-account", account_key)
-            if client_ip:
-                await self._limiter.hit(self._ip, "login-ip", client_ip)
-        except Exception as error:  # noqa: BLE001 - any store failure
-            raise ThrottleUnavailable(str(error)) from error
-
     async def reset_account(self, account_key: str) -> None:
         try:
-            await self._limiter.clear(self._account, "login-account", account_key)
+            await self._limiter.clear(
+                self._account, "login-account", _bounded(account_key)
+            )
         except Exception as error:  # noqa: BLE001 - any store failure
             raise ThrottleUnavailable(str(error)) from error

@@ -318,9 +318,13 @@ async def set_active(session: AsyncSession, user: User, *, active: bool) -> bool
     user.auth_version += 1
     await session.flush()
     if not active:
-        await revoke_user_sessions(
-            session, user.id, reason="deactivated", now=datetime.now(UTC)
-        )
+        now = datetime.now(UTC)
+        await revoke_user_sessions(session, user.id, reason="deactivated", now=now)
+        if user.is_service_account:
+            # Reactivating the account must not bring old keys back.
+            from schema.apikeys import revoke_keys_of
+
+            await revoke_keys_of(session, user.id, now=now)
         await ensure_an_admin_remains(session)
     return True
 
@@ -410,44 +414,48 @@ async def authenticate(
                     User.is_active,
                     User.must_change_password,
                     User.is_service_account,
-                    User.failed_logins,
                     User.auth_version,
                 ).where(User.username_key == key[: MAX_USERNAME_LENGTH + 1])
             )
         ).first()
+    failures = 0
+    if row is not None:
+        # Counted before the hash, atomically, so that parallel attempts each
+        # see the ones before them; a success sets it back to zero.
+        async with sessions() as session, session.begin():
+            failures = (
+                await session.execute(
+                    update(User)
+                    .where(User.id == row.id)
+                    .values(failed_logins=User.failed_logins + 1)
+                    .returning(User.failed_logins)
+                    .execution_options(synchronize_session=False)
+                )
+            ).scalar_one()
+    if row is not None and failures > max_consecutive_failures:
+        await tools.hasher.verify(password, None)
+        raise InvalidCredentials("locked", row.id)
     matches, needs_rehash = await tools.hasher.verify(
         password, row.password_hash if row is not None else None
     )
     if row is None:
         raise InvalidCredentials("unknown_user")
-    if row.failed_logins >= max_consecutive_failures:
-        raise InvalidCredentials("locked", row.id)
     if not matches:
-        async with sessions() as session, session.begin():
-            await session.execute(
-                update(User)
-                .where(User.id == row.id)
-                .values(failed_logins=User.failed_logins + 1)
-            )
         raise InvalidCredentials("wrong_password", row.id)
     if not row.is_active:
         raise InvalidCredentials("inactive", row.id)
     if row.is_service_account:
         raise InvalidCredentials("service_account", row.id)
-    if row.failed_logins:
-        async with sessions() as session, session.begin():
-            await session.execute(
-                update(User).where(User.id == row.id).values(failed_logins=0)
-            )
+    values: dict[str, object] = {"failed_logins": 0}
     if needs_rehash:
-        new_hash = await tools.hasher.hash(password)
-        async with sessions() as session, session.begin():
-            # Only if unchanged meanwhile, so a concurrent password change wins.
-            await session.execute(
-                update(User)
-                .where(User.id == row.id, User.password_hash == row.password_hash)
-                .values(password_hash=new_hash)
-            )
+        values["password_hash"] = await tools.hasher.hash(password)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(User)
+            .where(User.id == row.id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
     return SignedIn(
         user_id=row.id,
         username=row.username,

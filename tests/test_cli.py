@@ -169,13 +169,20 @@ def test_rotate_data_key_reseals_everything(tmp_path, model_dir):
     """Development keys: rotation adds a key and moves every value to it."""
     import asyncio
     import json
+    from datetime import UTC, datetime
 
     from graph.services import build_cipher
     from graph.settings import Settings
     from schema.audit import Actor, record_event
     from schema.database import create_service_engine, create_session_factory
     from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
-    from schema.users import AccountTools, create_user, read_email
+    from schema.sessions import SessionPolicy, start_session
+    from schema.users import (
+        AccountTools,
+        create_user,
+        get_user_by_username,
+        read_email,
+    )
 
     data_dir = tmp_path / "data"
     env = service_env(
@@ -215,6 +222,16 @@ def test_rotate_data_key_reseals_everything(tmp_path, model_dir):
                     action="test",
                     outcome="success",
                 )
+            user = await get_user_by_username(session, "rot0")
+            await start_session(
+                session,
+                tools.cipher,
+                user_id=user.id,
+                client_ip="10.9.9.9",
+                user_agent="agent",
+                now=datetime.now(UTC),
+                policy=SessionPolicy(),
+            )
         await engine.dispose()
 
     asyncio.run(seed())
@@ -233,13 +250,14 @@ def test_rotate_data_key_reseals_everything(tmp_path, model_dir):
             for row in connection.execute(
                 text(
                     "SELECT email_sealed FROM users WHERE email_sealed IS NOT NULL "
-                    "UNION ALL SELECT client_ip_sealed FROM audit_events"
+                    "UNION ALL SELECT client_ip_sealed FROM audit_events "
+                    "UNION ALL SELECT client_ip_sealed FROM sessions"
                 )
             )
             for value in row
         ]
     engine.dispose()
-    assert len(sealed) == 14
+    assert len(sealed) == 15
     assert all(value.startswith(f"{new_key}:") for value in sealed)
 
     async def read_back() -> list[str | None]:

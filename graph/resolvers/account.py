@@ -32,7 +32,7 @@ async def _current_user(info: Info[Context, None], session):  # type: ignore[no-
 @strawberry.type
 class AccountQuery:
     @strawberry.field(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description="The signed-in user, with roles.",
     )
     async def me(self, info: Info[Context, None]) -> User | None:
@@ -41,7 +41,7 @@ class AccountQuery:
             return User.from_row(await _current_user(info, session), services.cipher)
 
     @strawberry.field(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description=(
             "Permissions the caller holds now, sorted, so that a frontend can "
             "hide what would be refused."
@@ -78,7 +78,7 @@ class AccountMutation:
         )
 
     @strawberry.mutation(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description=(
             "Change your own password; the current one is required. Clears "
             "mustChangePassword."

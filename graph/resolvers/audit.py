@@ -1,5 +1,7 @@
 """The audit log query."""
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -22,11 +24,16 @@ class AuditQuery:
         self,
         info: Info[Context, None],
         filter: AuditEventFilter | None = None,
-        limit: int = 50,
+        limit: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Page size; 50 or the maximum page size if lower."
+            ),
+        ] = None,
         offset: int = 0,
     ) -> AuditEventPage:
         context = info.context
-        check_page(context, limit, offset)
+        limit = check_page(context, limit, offset)
         given = filter or AuditEventFilter()
         actor_id = parse_id(given.actor_id) if given.actor_id is not None else None
         if given.actor_id is not None and actor_id is None:

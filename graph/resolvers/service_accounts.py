@@ -1,7 +1,5 @@
 """Service accounts and their API keys."""
 
-from datetime import timedelta
-
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
@@ -88,11 +86,7 @@ class ServiceAccountMutation:
                 user=account,
                 name=input.name,
                 permissions=input.permissions,
-                lifetime=(
-                    timedelta(days=input.expires_in_days)
-                    if input.expires_in_days is not None
-                    else None
-                ),
+                lifetime_days=input.expires_in_days,
                 actor_permissions=principal.permissions,
                 now=context.services.clock.now(),
             )

@@ -48,7 +48,7 @@ def _own_session(info: Info[Context, None]) -> str:
 @strawberry.type
 class SessionQuery:
     @strawberry.field(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description="Your open sessions, newest first.",
     )
     async def my_sessions(self, info: Info[Context, None]) -> list[SessionInfo]:
@@ -108,7 +108,7 @@ class SessionMutation:
         return _payload(await refresh(info.context, token))
 
     @strawberry.mutation(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description="End the session of this access token; it stops working at once.",
     )
     async def logout(self, info: Info[Context, None]) -> bool:
@@ -129,7 +129,7 @@ class SessionMutation:
         )
 
     @strawberry.mutation(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description="End all your sessions; returns how many were open.",
     )
     async def logout_all(self, info: Info[Context, None]) -> int:
@@ -156,7 +156,7 @@ class SessionMutation:
         )
 
     @strawberry.mutation(
-        extensions=signed_in(allow_pending_reset=True),
+        extensions=signed_in(allow_limited=True),
         description=(
             "End one session: one of yours, or any user's with users:write. "
             "Returns whether it was open."

@@ -1,5 +1,7 @@
 """User administration: queries and mutations that need users:read or users:write."""
 
+from typing import Annotated
+
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
@@ -62,11 +64,16 @@ class UserQuery:
         self,
         info: Info[Context, None],
         filter: UserFilter | None = None,
-        limit: int = 50,
+        limit: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Page size; 50 or the maximum page size if lower."
+            ),
+        ] = None,
         offset: int = 0,
     ) -> UserPage:
         context = info.context
-        check_page(context, limit, offset)
+        limit = check_page(context, limit, offset)
         where = filter or UserFilter()
         async with context.services.session_factory() as session:
             rows, total = await search_users(

@@ -170,3 +170,29 @@ def test_keys_only_for_service_accounts(service: RunningService, tokens):
         token=tokens["admin"],
     )
     assert result.codes() == ["BAD_USER_INPUT"]
+
+
+def test_key_cannot_change_its_account(service: RunningService, tokens, account):
+    key = _key(service, tokens, account, ["predict:run"])["key"]
+    result = service.execute(
+        'mutation { updateMe(input: {displayName: "pwned"}) { id } }', token=key
+    )
+    assert result.codes() == ["FORBIDDEN"]
+
+
+@pytest.mark.parametrize("days", [0, 367, 2147483647, -1000000000])
+def test_key_lifetime_is_bounded(service: RunningService, tokens, account, days):
+    result = service.execute(
+        CREATE_KEY,
+        {
+            "input": {
+                "serviceAccountId": account,
+                "name": "x",
+                "permissions": ["predict:run"],
+                "expiresInDays": days,
+            }
+        },
+        token=tokens["admin"],
+    )
+    assert result.codes() == ["BAD_USER_INPUT"]
+    assert result.errors[0]["extensions"]["field"] == "expiresInDays"

@@ -244,3 +244,37 @@ def test_refresh_after_role_change_carries_new_grants(service: RunningService, t
 def test_unknown_and_huge_refresh_tokens(service: RunningService):
     for token in ("not-a-token", "x" * 10_000, ""):
         assert service.refresh(token).codes() == ["UNAUTHENTICATED"]
+
+
+def test_access_token_keeps_working_and_counts_as_activity(service: RunningService):
+    _, username, _ = service.add_user(["viewer"])
+    pair = service.login_pair(username)
+    try:
+        service.clock_file.write_text("120")
+        assert _codes(service, pair["accessToken"]) == []
+        # Idle time now counts from the request above, not from the sign-in.
+        service.clock_file.write_text(str(120 + 29 * 60))
+        assert service.refresh(pair["refreshToken"]).errors == []
+    finally:
+        service.clock_file.write_text("0")
+
+
+def test_retry_from_another_client_is_reuse(service: RunningService):
+    import httpx
+
+    _, username, _ = service.add_user(["viewer"])
+    first = service.login_pair(username)
+    assert service.refresh(first["refreshToken"]).errors == []
+    stolen = httpx.post(
+        service.url,
+        json={
+            "query": "mutation($t: String!) "
+            "{ refreshToken(token: $t) { accessToken } }",
+            "variables": {"t": first["refreshToken"]},
+        },
+        headers={"User-Agent": "attacker/1.0"},
+        timeout=30,
+    ).json()
+    assert stolen["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # The session is revoked: the rightful client is signed out too.
+    assert service.refresh(first["refreshToken"]).codes() == ["UNAUTHENTICATED"]
