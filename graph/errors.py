@@ -73,12 +73,20 @@ def to_client_error(error: Exception) -> ClientError | None:
             return ClientError(ErrorCode.UNAUTHENTICATED, INVALID_CREDENTIALS_MESSAGE)
         case InvalidInput(field=field, reason=reason):
             return bad_input(to_camel_case(field), reason)
-        case InvalidFeatures(feature=None, reason=reason):
+        case InvalidFeatures(feature=None, reason=reason, row=row):
+            prefix = f"Row {row}: " if row is not None else ""
             return ClientError(
-                ErrorCode.BAD_USER_INPUT, f"Invalid input: {reason}", reason=reason
+                ErrorCode.BAD_USER_INPUT,
+                f"Invalid input: {prefix}{reason}",
+                reason=reason,
+                **({"row": row} if row is not None else {}),
             )
-        case InvalidFeatures(feature=str() as feature, reason=reason):
-            return bad_input(to_camel_case(feature), reason)
+        case InvalidFeatures(feature=str() as feature, reason=reason, row=row):
+            error_for_client = bad_input(to_camel_case(feature), reason)
+            if row is not None:
+                error_for_client.message = f"Row {row}: {error_for_client.message}"
+                error_for_client.extensions["row"] = row
+            return error_for_client
         case PermissionDenied():
             return ClientError(ErrorCode.FORBIDDEN, str(error))
         case NotFound():

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     data_keys: SecretStr | None = None
     data_index_key: SecretStr | None = None
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    max_batch_rows: Annotated[int, Field(ge=1, le=10_000)] = 1000
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"

@@ -9,9 +9,11 @@ from typing import Self
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.utils.str_converters import to_camel_case
 
 from graph.permissions import owner_or, public, requires, signed_in
 from ml.predict import Prediction as PredictionResult
+from ml.predict import explain
 from ml.registry import LoadedModel
 from schema.audit import AuditRecord
 from schema.catalogue import Permission
@@ -232,8 +234,41 @@ class ClassProbability:
     )
 
 
+@strawberry.type(description="Why a model predicted a label, feature by feature.")
+class FeatureContribution:
+    feature: str = strawberry.field(extensions=requires(Permission.PREDICT_EXPLAIN))
+    contribution: float = strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description="SHAP value, in log-odds of the explained label.",
+    )
+
+
+@strawberry.type(
+    description=(
+        "SHAP explanation of a predicted label, in log-odds: baseValue plus the "
+        "contributions equals the model's raw score for the label."
+    )
+)
+class Explanation:
+    label: str = strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description="The label explained: the predicted one.",
+    )
+    base_value: float = strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description="The model's average raw score for the label, in log-odds.",
+    )
+    contributions: list[FeatureContribution] = strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description="One entry per feature, in the model's feature order.",
+    )
+
+
 @strawberry.type(description="A model's prediction for one row of features.")
 class Prediction:
+    result: strawberry.Private[PredictionResult]
+    model: strawberry.Private[LoadedModel]
+
     label: str | None = strawberry.field(
         extensions=requires(Permission.PREDICT_RUN),
         description="The most probable class.",
@@ -245,9 +280,26 @@ class Prediction:
     model_name: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
     model_version: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
 
+    @strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description="Why the model chose the label; computed only when asked for.",
+    )
+    def explanation(self) -> Explanation | None:
+        explained = explain(self.model, self.result)
+        return Explanation(
+            label=explained.label,
+            base_value=explained.base_value,
+            contributions=[
+                FeatureContribution(feature=to_camel_case(name), contribution=value)
+                for name, value in explained.contributions.items()
+            ],
+        )
+
     @classmethod
     def from_result(cls, result: PredictionResult, model: LoadedModel) -> Self:
         return cls(
+            result=result,
+            model=model,
             label=result.label,
             probabilities=[
                 ClassProbability(label=label, probability=probability)

@@ -12,9 +12,13 @@ class InvalidFeatures(ValueError):
         feature: Name of the offending feature, as the metadata spells it, or
             None when the row as a whole is invalid.
         reason: What is wrong, as a sentence.
+        row: Index of the offending row in a batch, when there is one.
     """
 
-    def __init__(self, feature: str | None, reason: str) -> None:
+    def __init__(
+        self, feature: str | None, reason: str, row: int | None = None
+    ) -> None:
         super().__init__(f"{feature}: {reason}" if feature else reason)
         self.feature = feature
         self.reason = reason
+        self.row = row

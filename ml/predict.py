@@ -15,6 +15,25 @@ from ml.registry import LoadedModel
 class Prediction:
     label: str
     probabilities: dict[str, float]
+    # The validated row in model order, kept for explaining the prediction.
+    values: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """SHAP contributions of each feature to one class's raw score.
+
+    Attributes:
+        label: The class explained.
+        base_value: The model's expected raw score for that class.
+        contributions: Each feature's share, in the model's raw units
+            (log-odds for classifiers); base value plus contributions equals
+            the row's raw score for the class.
+    """
+
+    label: str
+    base_value: float
+    contributions: dict[str, float]
 
 
 def _validate_numeric(spec: FeatureSpec, value: object) -> float:
@@ -84,24 +103,51 @@ def predict_rows(
         InvalidFeatures: A row is invalid; nothing is predicted.
     """
     metadata = loaded.metadata
-    matrix = [validate_row(metadata, row) for row in rows]
-    pool = catboost.Pool(
-        matrix,
+    matrix = []
+    for index, row in enumerate(rows):
+        try:
+            matrix.append(validate_row(metadata, row))
+        except InvalidFeatures as error:
+            raise InvalidFeatures(error.feature, error.reason, row=index) from error
+    pool = _pool(metadata, matrix)
+    probabilities = loaded.model.predict_proba(pool)
+    classes = [str(label) for label in loaded.model.classes_]
+    predictions = []
+    for values, row_probabilities in zip(matrix, probabilities, strict=True):
+        by_class = {
+            label: float(p) for label, p in zip(classes, row_probabilities, strict=True)
+        }
+        label = max(by_class, key=by_class.__getitem__)
+        predictions.append(
+            Prediction(label=label, probabilities=by_class, values=tuple(values))
+        )
+    return predictions
+
+
+def _pool(metadata: ModelMetadata, matrix: Sequence[Sequence[object]]) -> catboost.Pool:
+    return catboost.Pool(
+        [list(row) for row in matrix],
         cat_features=[
             i for i, spec in enumerate(metadata.features) if spec.kind == "categorical"
         ],
         feature_names=[spec.name for spec in metadata.features],
     )
-    probabilities = loaded.model.predict_proba(pool)
+
+
+def explain(loaded: LoadedModel, prediction: Prediction) -> Explanation:
+    """Explain a prediction's label with CatBoost's SHAP values."""
+    metadata = loaded.metadata
+    shap = loaded.model.get_feature_importance(
+        data=_pool(metadata, [prediction.values]), type="ShapValues"
+    )
     classes = [str(label) for label in loaded.model.classes_]
-    predictions = []
-    for row_probabilities in probabilities:
-        by_class = {
-            label: float(p) for label, p in zip(classes, row_probabilities, strict=True)
-        }
-        predictions.append(
-            Prediction(
-                label=max(by_class, key=by_class.__getitem__), probabilities=by_class
-            )
-        )
-    return predictions
+    per_class = shap[0][classes.index(prediction.label)]
+    names = [spec.name for spec in metadata.features]
+    return Explanation(
+        label=prediction.label,
+        base_value=float(per_class[-1]),
+        contributions={
+            name: float(value)
+            for name, value in zip(names, per_class[:-1], strict=True)
+        },
+    )

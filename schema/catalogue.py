@@ -14,6 +14,7 @@ class Permission(enum.StrEnum):
 
     PREDICT_RUN = "predict:run"
     PREDICT_PROBA = "predict:proba"
+    PREDICT_EXPLAIN = "predict:explain"
     USERS_READ = "users:read"
     USERS_WRITE = "users:write"
     ROLES_READ = "roles:read"
@@ -26,6 +27,9 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
     {
         Permission.PREDICT_RUN: "Run a model and read the predicted label.",
         Permission.PREDICT_PROBA: "Read the class probabilities of a prediction.",
+        Permission.PREDICT_EXPLAIN: (
+            "Read why the model predicted a label: per-feature SHAP contributions."
+        ),
         Permission.USERS_READ: "Read other users' accounts.",
         Permission.USERS_WRITE: "Create, change and deactivate user accounts.",
         Permission.ROLES_READ: "Read roles and the permissions they grant.",
@@ -52,7 +56,11 @@ BUILTIN_ROLE_PERMISSIONS: MappingProxyType[BuiltinRole, frozenset[Permission]] =
         {
             BuiltinRole.ADMIN: frozenset(Permission),
             BuiltinRole.ANALYST: frozenset(
-                {Permission.PREDICT_RUN, Permission.PREDICT_PROBA}
+                {
+                    Permission.PREDICT_RUN,
+                    Permission.PREDICT_PROBA,
+                    Permission.PREDICT_EXPLAIN,
+                }
             ),
             BuiltinRole.VIEWER: frozenset({Permission.PREDICT_RUN}),
             BuiltinRole.AUDITOR: frozenset({Permission.AUDIT_READ}),
@@ -63,7 +71,9 @@ BUILTIN_ROLE_PERMISSIONS: MappingProxyType[BuiltinRole, frozenset[Permission]] =
 BUILTIN_ROLE_DESCRIPTIONS: MappingProxyType[BuiltinRole, str] = MappingProxyType(
     {
         BuiltinRole.ADMIN: "Every permission in the catalogue.",
-        BuiltinRole.ANALYST: "Runs predictions and reads class probabilities.",
+        BuiltinRole.ANALYST: (
+            "Runs predictions and reads class probabilities and explanations."
+        ),
         BuiltinRole.VIEWER: "Runs predictions and reads the predicted label only.",
         BuiltinRole.AUDITOR: "Reads the audit log.",
     }

@@ -9,6 +9,7 @@ from graph.permissions import requires
 from graph.types import Prediction
 from ml.predict import predict_rows
 from schema.catalogue import Permission
+from schema.errors import InvalidInput
 
 
 @strawberry.type
@@ -23,3 +24,23 @@ class PredictQuery:
         model = info.context.services.model
         result = predict_rows(model, [input.as_row()])[0]
         return Prediction.from_result(result, model)
+
+    @strawberry.field(
+        extensions=requires(Permission.PREDICT_RUN),
+        description=(
+            "Predict many penguins at once, in input order. Every row is checked "
+            "first; one invalid row fails the call and names its index."
+        ),
+    )
+    def predict_batch(
+        self, info: Info[Context, None], inputs: list[PenguinFeatures]
+    ) -> list[Prediction] | None:
+        services = info.context.services
+        maximum = services.settings.max_batch_rows
+        if not 1 <= len(inputs) <= maximum:
+            raise InvalidInput(
+                "inputs", f"must hold 1 to {maximum} rows (got {len(inputs)})."
+            )
+        model = services.model
+        results = predict_rows(model, [row.as_row() for row in inputs])
+        return [Prediction.from_result(result, model) for result in results]

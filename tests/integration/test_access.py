@@ -261,7 +261,7 @@ OPERATIONS = {
     "auditEvents": ("{ auditEvents { totalCount } }", {}, "audit:read"),
 }
 PERSONA_PERMISSIONS = {
-    "analyst": {"predict:run", "predict:proba"},
+    "analyst": {"predict:run", "predict:proba", "predict:explain"},
     "viewer": {"predict:run"},
     "auditor": {"audit:read"},
     "nobody": set(),

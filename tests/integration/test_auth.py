@@ -90,7 +90,7 @@ def test_me_lists_roles_and_permissions(service: RunningService, tokens):
     me = result.data["me"]
     assert me["username"] == "analyst"
     assert [role["name"] for role in me["roles"]] == ["analyst"]
-    assert me["permissions"] == ["predict:proba", "predict:run"]
+    assert me["permissions"] == ["predict:explain", "predict:proba", "predict:run"]
 
 
 def test_admin_holds_every_permission(service: RunningService, tokens):

@@ -174,3 +174,81 @@ def test_service_keeps_serving_after_bad_input(
 
 
 BAD_INPUTS_VALUES = [(p.values[0], p.values[1]) for p in BAD_INPUTS]
+
+
+BATCH = """
+query Batch($inputs: [PenguinFeatures!]!) {
+  predictBatch(inputs: $inputs) { label modelVersion }
+}
+"""
+
+
+def test_batch_predicts_rows_in_order(service: RunningService, tokens):
+    rows = _dataset_rows(count_per_species=10)
+    result = service.execute(
+        BATCH, {"inputs": [features for features, _ in rows]}, token=tokens["viewer"]
+    )
+    assert result.errors == []
+    labels = [item["label"] for item in result.data["predictBatch"]]
+    expected = [species for _, species in rows]
+    assert len(labels) == 30
+    assert sum(a == b for a, b in zip(labels, expected, strict=True)) >= 28
+
+
+def test_batch_names_the_bad_row(service: RunningService, tokens):
+    inputs = [{"island": "Dream"}, {"island": "Dream"}, {"bodyMassG": -1.0}]
+    result = service.execute(BATCH, {"inputs": inputs}, token=tokens["viewer"])
+    assert result.codes() == ["BAD_USER_INPUT"]
+    extensions = result.errors[0]["extensions"]
+    assert extensions["row"] == 2
+    assert extensions["field"] == "bodyMassG"
+    assert result.errors[0]["message"].startswith("Row 2:")
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+def test_batch_size_is_bounded(service: RunningService, tokens, size):
+    result = service.execute(
+        BATCH, {"inputs": [{"island": "Dream"}] * size}, token=tokens["viewer"]
+    )
+    assert result.codes() == ["BAD_USER_INPUT"]
+    assert result.errors[0]["extensions"]["field"] == "inputs"
+
+
+def test_batch_needs_predict_permission(service: RunningService, tokens):
+    result = service.execute(
+        BATCH, {"inputs": [{"island": "Dream"}]}, token=tokens["nobody"]
+    )
+    assert result.codes() == ["FORBIDDEN"]
+
+
+EXPLAIN = """
+query($input: PenguinFeatures!) {
+  predict(input: $input) {
+    label
+    explanation { label baseValue contributions { feature contribution } }
+  }
+}
+"""
+
+
+def test_analyst_gets_an_explanation(service: RunningService, tokens):
+    features, species = _dataset_rows(count_per_species=1)[2]
+    result = service.execute(EXPLAIN, {"input": features}, token=tokens["analyst"])
+    assert result.errors == []
+    explanation = result.data["predict"]["explanation"]
+    assert explanation["label"] == species
+    assert [c["feature"] for c in explanation["contributions"]] == list(
+        COLUMNS.values()
+    )
+    assert all(math.isfinite(c["contribution"]) for c in explanation["contributions"])
+    # The predicted class's raw score is above its average.
+    assert sum(c["contribution"] for c in explanation["contributions"]) > 0
+
+
+def test_viewer_gets_no_explanation(service: RunningService, tokens):
+    result = service.execute(
+        EXPLAIN, {"input": {"island": "Dream"}}, token=tokens["viewer"]
+    )
+    assert result.codes() == ["FORBIDDEN"]
+    assert result.data["predict"]["label"]
+    assert result.data["predict"]["explanation"] is None

@@ -52,7 +52,11 @@ def test_catalogue_lists_every_permission(service: RunningService, admin: str):
 def test_builtin_roles_are_seeded(service: RunningService, admin: str):
     result = service.execute("{ roles { name builtin permissions } }", token=admin)
     roles = {r["name"]: r for r in result.data["roles"]}
-    assert roles["analyst"]["permissions"] == ["predict:proba", "predict:run"]
+    assert roles["analyst"]["permissions"] == [
+        "predict:explain",
+        "predict:proba",
+        "predict:run",
+    ]
     assert roles["viewer"]["permissions"] == ["predict:run"]
     assert roles["auditor"]["permissions"] == ["audit:read"]
     assert all(
