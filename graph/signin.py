@@ -1,8 +1,8 @@
 """Sign-in flows: password login with throttling, refresh and sign-out.
 
-The resolvers call these; they hold the ordering rules that matter for
-security (throttle before hashing, audit even on failure, commit a
-revocation before reporting the failure that caused it).
+The resolvers call these functions. They keep the ordering rules that
+matter for security: throttle before hashing, audit even on failure, and
+commit a revocation before reporting the failure that caused it.
 """
 
 import asyncio

@@ -30,7 +30,7 @@ FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 
 @dataclass(frozen=True, slots=True)
 class TokenSettings:
-    """How access tokens are signed and checked.
+    """Signing and verification settings of access tokens.
 
     With HS256, `secret` signs and verifies. With EdDSA or RS256, the key
     named `signing_kid` in `private_keys` signs, and every key in
@@ -79,8 +79,9 @@ def issue_access_token(
 ) -> IssuedToken:
     """Sign an access token for a user's session.
 
-    `sid` names the session, so that ending it ends the token; `ver` is the
-    user's auth version, so that a password or role change ends it too.
+    `sid` names the session, so that ending the session ends the token.
+    `ver` is the user's auth version, so that a password or role change ends
+    it too.
     """
     issued_at = int(now if now is not None else time.time())
     claims = {

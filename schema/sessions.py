@@ -146,7 +146,7 @@ async def rotate(
 
     A retry with the token just replaced gets the same new token only within
     the grace period and only from the same client (IP and user agent) as
-    the rotation; any other use of a used token counts as reuse.
+    the rotation. Any other use of a used token counts as reuse.
 
     Raises:
         InvalidRefreshToken: The token is unknown or its session ended. When
@@ -298,7 +298,7 @@ async def list_sessions(
 
 @dataclass(frozen=True, slots=True)
 class AccessState:
-    """What an access token check needs about its session and user."""
+    """Session and user state that an access token check reads."""
 
     user_id: int
     username: str

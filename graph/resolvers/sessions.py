@@ -175,7 +175,7 @@ class SessionMutation:
                 or Permission.USERS_WRITE.value in principal.permissions
             )
             if not allowed:
-                # The same answer whether the session exists or belongs to
+                # The same response whether the session exists or belongs to
                 # someone else.
                 raise NotFound(SESSION_NOT_FOUND)
             if row.user_id != principal.user_id:
