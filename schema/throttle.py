@@ -45,6 +45,22 @@ def _bounded(account_key: str) -> str:
     return hashlib.sha256(account_key.encode("utf-8")).hexdigest()
 
 
+class _MemoryStorage(MemoryStorage):
+    """limits' memory storage with a `clear` that its expiry task survives.
+
+    In limits 5.8 the background expiry task reads `events[key]` after an
+    await, so a `clear` that pops the key in between makes the task raise
+    KeyError, which asyncio logs with a traceback. Emptying the list in
+    place leaves the key for the task to drop.
+    """
+
+    async def clear(self, key: str) -> None:
+        self.storage.pop(key, None)
+        self.expirations.pop(key, None)
+        if key in self.events:
+            self.events[key] = []
+
+
 def create_storage(redis_url: str | None, *, key_prefix: str = "fieldguard") -> Storage:
     if redis_url:
         # redis-py is already a dependency; limits defaults to coredis.
@@ -56,7 +72,7 @@ def create_storage(redis_url: str | None, *, key_prefix: str = "fieldguard") -> 
             key_prefix=key_prefix,
             wrap_exceptions=True,
         )
-    return MemoryStorage(wrap_exceptions=True)
+    return _MemoryStorage(wrap_exceptions=True)
 
 
 class LoginThrottle:
