@@ -45,6 +45,8 @@ def production(
         FIELDGUARD_ENV="production",
         # The tests act as the reverse proxy in front of this server.
         FIELDGUARD_TRUSTED_PROXIES="127.0.0.1",
+        FIELDGUARD_MAX_BATCH_OPERATIONS="2",
+        FIELDGUARD_CORS_ORIGINS="https://app.example",
     )
     initialized = run_cli({**env, "FIELDGUARD_ADMIN_PASSWORD": admin_password}, "init")
     assert initialized.returncode == 0, initialized.stderr
@@ -145,14 +147,31 @@ def test_get_queries_are_refused(production: RunningService):
     assert _codes(response) == ["BAD_REQUEST"]
 
 
+def test_small_batches_are_allowed(production: RunningService):
+    token = production.login("viewer")
+    operation = {"query": "{ me { username } }"}
+    headers = {"Authorization": f"Bearer {token}"}
+
+    two = httpx.post(production.url, json=[operation] * 2, headers=headers, timeout=30)
+    three = httpx.post(
+        production.url, json=[operation] * 3, headers=headers, timeout=30
+    )
+
+    assert two.json() == [{"data": {"me": {"username": "viewer"}}}] * 2
+    assert three.status_code == 400
+    assert _codes(three) == ["BAD_REQUEST"]
+
+
 def test_batched_logins_are_refused(production: RunningService):
     login = {
         "query": 'mutation { login(username: "admin", password: "guess-number-1") '
         "{ accessToken } }"
     }
-    response = httpx.post(production.url, json=[login, login, login], timeout=30)
-    assert response.status_code == 400
-    assert _codes(response) == ["BAD_REQUEST"]
+    for batch in ([login, login], [{"query": "{ __typename }"}, login]):
+        response = httpx.post(production.url, json=batch, timeout=30)
+        assert response.status_code == 400
+        assert _codes(response) == ["BAD_REQUEST"]
+        assert "cannot be batched" in response.json()["errors"][0]["message"]
 
 
 def test_many_login_aliases_are_one_guess_at_most(production: RunningService):
@@ -282,9 +301,24 @@ def test_security_headers(production: RunningService):
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
 
-def test_cors_is_closed_by_default(production: RunningService):
+def test_cors_allows_only_listed_origins(production: RunningService):
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(
+            production.url,
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+            timeout=30,
+        )
+
+    allowed = preflight("https://app.example")
+    refused = preflight("https://evil.example")
+
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_cors_is_closed_by_default(service: RunningService):
     response = httpx.options(
-        production.url,
+        service.url,
         headers={
             "Origin": "https://evil.example",
             "Access-Control-Request-Method": "POST",
