@@ -14,6 +14,7 @@ from strawberry.types import ExecutionContext
 from graph.errors import is_unexpected
 from graph.introspection import IntrospectionGuard
 from graph.limits import request_rules
+from graph.metrics import OperationMetrics
 from graph.resolvers import Mutation, Query
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def build_schema(
                 max_page_size=max_page_size,
             ),
             *([IntrospectionGuard] if guard_introspection else []),
+            OperationMetrics,
         ],
         config=StrawberryConfig(
             batching_config=(

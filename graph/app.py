@@ -15,6 +15,7 @@ from graph.context import Context, build_context
 from graph.errors import to_client_errors
 from graph.health import healthz, readyz
 from graph.http import RequestGuard
+from graph.metrics import MODEL_LOAD, metrics_endpoint
 from graph.services import (
     PermissionCache,
     Services,
@@ -58,7 +59,8 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         graph.settings.SettingsError: The settings do not allow a start.
     """
     if model is None:
-        model = load_latest(settings.resolved_model_dir, settings.model_name)
+        with MODEL_LOAD.time():
+            model = load_latest(settings.resolved_model_dir, settings.model_name)
     tokens = token_settings(settings)
     accounts = build_account_tools(settings)
 
@@ -119,6 +121,16 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
     )
     app.include_router(router, prefix="/graphql")
 
+    app.add_route(
+        "/metrics",
+        metrics_endpoint(
+            settings.metrics_token.get_secret_value()
+            if settings.metrics_token
+            else None,
+            required=settings.is_production,
+        ),
+        methods=["GET"],
+    )
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
 

@@ -24,11 +24,9 @@ class CommandError(Exception):
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from graph.logs import configure_logging
+
+    configure_logging(settings.log_level, json_lines=settings.json_logs_enabled)
 
 
 def _database_services(settings: Settings):  # type: ignore[no-untyped-def]

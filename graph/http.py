@@ -43,7 +43,7 @@ _JSON_PARAMETERS = ("variables", "extensions")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 JWKS_PATH = "/.well-known/jwks.json"
 # Endpoints whose error responses already have a documented JSON shape.
-OWN_SHAPE_PATHS = frozenset({"/readyz"})
+OWN_SHAPE_PATHS = frozenset({"/readyz", "/metrics"})
 # Fields whose every call must be counted on its own, so never batched.
 UNBATCHABLE_FIELDS = frozenset({"login", "refreshToken"})
 SECURITY_HEADERS = (

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     max_query_tokens: Annotated[int, Field(ge=50, le=100_000)] = 2000
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
+    # Bearer token that /metrics requires; in production /metrics is off
+    # without one.
+    metrics_token: SecretStr | None = None
+
+    # One JSON object a log line; on by default in production.
+    json_logs: bool | None = None
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("log_level", mode="before")
@@ -152,6 +159,10 @@ class Settings(BaseSettings):
         return (
             self.model_dir if self.model_dir is not None else self.data_dir / "models"
         )
+
+    @property
+    def json_logs_enabled(self) -> bool:
+        return self.json_logs if self.json_logs is not None else self.is_production
 
     @property
     def is_production(self) -> bool:

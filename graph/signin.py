@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from graph.context import Context
 from graph.errors import ClientError, ErrorCode
+from graph.metrics import LOGINS
 from graph.tokens import issue_access_token
 from schema.audit import Actor, record_event
 from schema.errors import InvalidCredentials
@@ -146,10 +147,12 @@ async def password_login(context: Context, username: str, password: str) -> Toke
             context.client_ip,
             context.request_id,
         )
+        outcome = "locked" if "locked" in error.reason else "failure"
+        LOGINS.labels(outcome=outcome, reason=error.reason).inc()
         await _audit(
             context,
             action="login",
-            outcome="locked" if "locked" in error.reason else "failure",
+            outcome=outcome,
             actor=_actor(context, user_id=error.user_id, username=None),
             target_type="user",
             target_id=error.user_id,
@@ -183,6 +186,7 @@ async def password_login(context: Context, username: str, password: str) -> Toke
             target_id=signed_in.user_id,
             details={"session": opened.session_id},
         )
+    LOGINS.labels(outcome="success", reason="ok").inc()
     logger.info(
         "Login succeeded: user_id=%s ip=%s request_id=%s",
         signed_in.user_id,

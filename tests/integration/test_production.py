@@ -22,6 +22,7 @@ from tests.support import (
     strong_password,
 )
 
+METRICS_TOKEN = "scraper-" + "7" * 24
 INTROSPECTION_PROBES = {
     "schema": "{ __schema { queryType { name } } }",
     "type": '{ __type(name: "User") { fields { name } } }',
@@ -47,6 +48,7 @@ def production(
         FIELDGUARD_TRUSTED_PROXIES="127.0.0.1",
         FIELDGUARD_MAX_BATCH_OPERATIONS="2",
         FIELDGUARD_CORS_ORIGINS="https://app.example",
+        FIELDGUARD_METRICS_TOKEN=METRICS_TOKEN,
     )
     initialized = run_cli({**env, "FIELDGUARD_ADMIN_PASSWORD": admin_password}, "init")
     assert initialized.returncode == 0, initialized.stderr
@@ -358,3 +360,27 @@ def test_trusted_proxy_passes_request_id_and_client_ip(production: RunningServic
     assert response.headers["x-request-id"] == "proxy-id-42"
     log = production.log_text()
     assert "ip=198.51.100.7 request_id=proxy-id-42" in log
+
+
+def test_metrics_need_the_scraper_token(production: RunningService):
+    url = production.url.replace("/graphql", "/metrics")
+    anonymous = httpx.get(url, timeout=30)
+    wrong = httpx.get(url, headers={"Authorization": "Bearer guess"}, timeout=30)
+    right = httpx.get(
+        url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=30
+    )
+    assert anonymous.status_code == 401
+    assert wrong.status_code == 401
+    assert right.status_code == 200
+    assert "fieldguard_graphql_requests_total" in right.text
+
+
+def test_logs_are_json_lines(production: RunningService):
+    import json
+
+    production.post({"query": "{ __typename }"})
+    lines = [line for line in production.log_text().splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        entry = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= entry.keys()

@@ -316,3 +316,23 @@ def test_request_id_from_untrusted_client_is_replaced(service: RunningService):
     )
     assert response.headers["x-request-id"] != "client-chosen-id"
     assert len(response.headers["x-request-id"]) == 32
+
+
+def test_metrics_count_operations_predictions_and_logins(
+    service: RunningService, tokens
+):
+    service.execute(
+        'query Named { predict(input: {island: "Dream"}) { label } }',
+        token=tokens["viewer"],
+    )
+    service.execute(
+        'mutation { login(username: "nobody-at-all", password: "wrong-pass-12") '
+        "{ tokenType } }"
+    )
+    body = httpx.get(service.url.replace("/graphql", "/metrics"), timeout=30).text
+
+    assert 'fieldguard_graphql_requests_total{code="OK",operation="Named"}' in body
+    assert 'fieldguard_predictions_total{model="penguins",outcome="success"' in body
+    assert "fieldguard_predicted_rows_total" in body
+    assert 'fieldguard_logins_total{outcome="failure",reason="unknown_user"}' in body
+    assert "fieldguard_model_load_seconds_count 1.0" in body

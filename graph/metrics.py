@@ -1,0 +1,103 @@
+"""Prometheus metrics, and the endpoint that serves them.
+
+With PROMETHEUS_MULTIPROC_DIR set (several worker processes), values are
+written to that folder and every scrape merges all processes.
+"""
+
+import hmac
+import os
+import time
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.extensions import SchemaExtension
+
+REQUESTS = Counter(
+    "fieldguard_graphql_requests_total",
+    "GraphQL operations by operation name and outcome code.",
+    ["operation", "code"],
+)
+LATENCY = Histogram(
+    "fieldguard_graphql_request_seconds",
+    "Time to execute a GraphQL operation, by operation name.",
+    ["operation"],
+)
+PREDICTIONS = Counter(
+    "fieldguard_predictions_total",
+    "Prediction calls by model, version and outcome.",
+    ["model", "version", "outcome"],
+)
+PREDICTED_ROWS = Counter(
+    "fieldguard_predicted_rows_total",
+    "Rows predicted, by model and version.",
+    ["model", "version"],
+)
+LOGINS = Counter(
+    "fieldguard_logins_total",
+    "Sign-in attempts by outcome and reason.",
+    ["outcome", "reason"],
+)
+MODEL_LOAD = Histogram(
+    "fieldguard_model_load_seconds", "Time to load and check a model at start."
+)
+# Client-chosen operation names are cut and counted under a bounded label.
+MAX_OPERATION_LABEL = 64
+
+
+class OperationMetrics(SchemaExtension):
+    """Counts each operation by name and outcome code, and times it."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        context = self.execution_context
+        name = (context.operation_name or "anonymous")[:MAX_OPERATION_LABEL]
+        result = context.result
+        errors = getattr(result, "errors", None) or context.pre_execution_errors or []
+        code = "OK"
+        for error in errors:
+            extensions = getattr(error, "extensions", None) or {}
+            code = str(extensions.get("code", "ERROR"))
+            break
+        REQUESTS.labels(operation=name, code=code).inc()
+        LATENCY.labels(operation=name).observe(time.perf_counter() - started)
+
+
+def _registry() -> CollectorRegistry | None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return None
+
+
+def metrics_endpoint(token: str | None, *, required: bool):  # type: ignore[no-untyped-def]
+    """Build the /metrics handler.
+
+    Args:
+        token: Bearer token scrapers must send, or None.
+        required: Whether a token is needed at all; without one configured,
+            the endpoint then answers 404.
+    """
+
+    async def metrics(request: Request) -> Response:
+        if required and token is None:
+            return Response(status_code=404)
+        if token is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        registry = _registry()
+        body = generate_latest(registry) if registry else generate_latest()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
