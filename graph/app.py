@@ -21,6 +21,7 @@ from graph.services import (
     Services,
     build_account_tools,
     build_clock,
+    build_quota,
     build_session_policy,
     build_throttle,
     token_settings,
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         engine = create_service_engine(
             settings.resolved_database_url, pool_size=settings.database_pool_size
         )
+        throttle = build_throttle(settings)
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -78,7 +80,8 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
             model=model,
             clock=build_clock(settings),
             session_policy=build_session_policy(settings),
-            throttle=build_throttle(settings),
+            throttle=throttle,
+            quota=build_quota(settings, throttle),
             permission_cache=PermissionCache(),
         )
         logger.info(

@@ -75,8 +75,12 @@ class Context(BaseContext):
 
 
 def caller(info: Any) -> Principal:
-    """Return the principal of a resolver whose field rule requires one."""
-    principal = info.context.principal
+    """Return the principal of a resolver whose field rule requires one.
+
+    Accepts a resolver's `info` or the request context itself.
+    """
+    context = info if isinstance(info, Context) else info.context
+    principal = context.principal
     assert principal is not None, "the field rule lets no anonymous caller through"
     return principal
 

@@ -21,6 +21,7 @@ from schema.errors import (
     NotFound,
     PermissionDenied,
 )
+from schema.throttle import QuotaExceeded, ThrottleUnavailable
 
 
 class ErrorCode(StrEnum):
@@ -37,6 +38,7 @@ class ErrorCode(StrEnum):
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     TIMEOUT = "TIMEOUT"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 
@@ -100,6 +102,18 @@ def to_client_error(error: Exception) -> ClientError | None:
                 ErrorCode.CONFLICT,
                 "The change conflicts with another change made at the same time; "
                 "read the current state and try again.",
+            )
+        case QuotaExceeded(limit=limit, retry_after=retry_after):
+            return ClientError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"Prediction quota of {limit} rows a minute exceeded; retry in "
+                f"{retry_after:.0f} s.",
+                retryAfterSeconds=round(retry_after, 1),
+            )
+        case ThrottleUnavailable():
+            return ClientError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "The usage counters are unavailable right now; try again.",
             )
         case ModelUnavailable():
             return ClientError(

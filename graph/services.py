@@ -15,7 +15,12 @@ from schema.clock import Clock, OffsetClock
 from schema.crypto import DataCipher
 from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
 from schema.sessions import SessionPolicy
-from schema.throttle import LoginThrottle, ThrottlePolicy, create_storage
+from schema.throttle import (
+    LoginThrottle,
+    PredictionQuota,
+    ThrottlePolicy,
+    create_storage,
+)
 from schema.users import AccountTools
 
 
@@ -59,6 +64,7 @@ class Services:
     clock: Clock
     session_policy: SessionPolicy
     throttle: LoginThrottle
+    quota: PredictionQuota
     # Permissions by (user id, auth version): a new version, which every role
     # change brings, makes old entries unreachable.
     permission_cache: PermissionCache
@@ -86,6 +92,10 @@ def build_session_policy(settings: Settings) -> SessionPolicy:
         absolute_lifetime=timedelta(hours=settings.session_absolute_hours),
         reuse_grace=timedelta(seconds=settings.refresh_grace_seconds),
     )
+
+
+def build_quota(settings: Settings, throttle: LoginThrottle) -> PredictionQuota:
+    return PredictionQuota(throttle.storage, settings.predict_rows_per_minute)
 
 
 def build_throttle(settings: Settings) -> LoginThrottle:

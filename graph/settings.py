@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     data_index_key: SecretStr | None = None
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
     max_batch_rows: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    predict_rows_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = 60_000
+    # Store prediction inputs in the audit log; off, because they may be
+    # personal data.
+    audit_prediction_inputs: bool = False
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"

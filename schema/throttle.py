@@ -10,6 +10,7 @@ The caller reports one generic error for all of it.
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
@@ -137,3 +138,49 @@ class LoginThrottle:
             )
         except Exception as error:  # noqa: BLE001 - any store failure
             raise ThrottleUnavailable(str(error)) from error
+
+
+class QuotaExceeded(Exception):
+    """A caller asked for more rows than its quota allows right now.
+
+    Attributes:
+        limit: Rows allowed per minute.
+        retry_after: Seconds until the window has room again.
+    """
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        super().__init__(f"quota of {limit} rows a minute exceeded")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class PredictionQuota:
+    """Rows each caller may predict per minute, counted in the shared store."""
+
+    def __init__(self, storage: Storage, rows_per_minute: int) -> None:
+        self.rows_per_minute = rows_per_minute
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._item = RateLimitItemPerMinute(rows_per_minute)
+
+    async def take(self, caller: str, rows: int) -> None:
+        """Count `rows` against the caller's quota.
+
+        Raises:
+            QuotaExceeded: The rows do not fit in the last minute's window;
+                nothing is counted then.
+            ThrottleUnavailable: The counter store failed.
+        """
+        try:
+            allowed = await self._limiter.hit(
+                self._item, "predict-rows", caller, cost=rows
+            )
+            if allowed:
+                return
+            stats = await self._limiter.get_window_stats(
+                self._item, "predict-rows", caller
+            )
+        except Exception as error:  # noqa: BLE001 - any store failure
+            raise ThrottleUnavailable(str(error)) from error
+        raise QuotaExceeded(
+            self.rows_per_minute, max(0.0, stats.reset_time - time.time())
+        )

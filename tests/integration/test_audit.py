@@ -135,3 +135,20 @@ def test_time_range_filter(service: RunningService, tokens):
 def test_audit_page_bounds(service: RunningService, tokens, limit):
     result = service.execute(EVENTS, {"limit": limit}, token=tokens["auditor"])
     assert result.codes() == ["BAD_USER_INPUT"]
+
+
+def test_predictions_are_audited_without_inputs(service: RunningService, tokens):
+    marker = 47.123
+    service.execute(
+        "query($m: Float) { predict(input: {billLengthMm: $m}) { label } }",
+        {"m": marker},
+        token=tokens["viewer"],
+    )
+    events = _events(service, tokens["auditor"], action="predict")
+    latest = events[0]
+    assert latest["actorUsername"] == "viewer"
+    assert latest["targetId"] == "penguins"
+    assert latest["outcome"] == "success"
+    assert latest["details"]["rows"] == 1
+    assert latest["details"]["latencyMs"] >= 0
+    assert str(marker) not in json.dumps(events)

@@ -244,3 +244,30 @@ def test_unreachable_redis(model_dir, tmp_path_factory, mode):
         assert service.is_alive()
     finally:
         stop_server(service.process)
+
+
+def test_prediction_quota(model_dir, tmp_path_factory):
+    env, admin_password = _environment(
+        tmp_path_factory, model_dir, STORES[-1], FIELDGUARD_PREDICT_ROWS_PER_MINUTE="10"
+    )
+    service = _start(
+        env, Path(env["FIELDGUARD_DATA_DIR"]) / "server.log", admin_password
+    )
+    batch = "query($i: [PenguinFeatures!]!) { predictBatch(inputs: $i) { label } }"
+    try:
+        _, username, _ = service.add_user(["viewer"])
+        token = service.login(username)
+        first = service.execute(batch, {"i": [{"island": "Dream"}] * 8}, token=token)
+        over = service.execute(batch, {"i": [{"island": "Dream"}] * 3}, token=token)
+        fits = service.execute(batch, {"i": [{"island": "Dream"}] * 2}, token=token)
+        other = service.execute(
+            batch, {"i": [{"island": "Dream"}] * 8}, token=service.login("admin")
+        )
+
+        assert first.errors == []
+        assert over.codes() == ["QUOTA_EXCEEDED"]
+        assert 0 <= over.errors[0]["extensions"]["retryAfterSeconds"] <= 60
+        assert fits.errors == []
+        assert other.errors == []  # quotas are per caller
+    finally:
+        stop_server(service.process)
