@@ -161,3 +161,16 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         trusted_proxies=settings.trusted_proxy_set,
     )
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Build the application from the environment, in a worker process.
+
+    `fieldguard serve --workers N` runs one of these per worker; each loads
+    its own model and opens its own database pool.
+    """
+    from graph.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, json_lines=settings.json_logs_enabled)
+    return create_app(settings)

@@ -266,6 +266,9 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     _check_schema_current(settings)
     if settings.is_production:
         asyncio.run(_check_production_secrets(settings))
+    if args.workers > 1:
+        _serve_workers(settings, args)
+        return
     try:
         app = create_app(settings)
     except ModelUnavailable as error:
@@ -327,6 +330,41 @@ def command_permissions_matrix(_settings: Settings, args: argparse.Namespace) ->
     print(render_document(sdl) if args.document else render_matrix(sdl), end="")
 
 
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from ml.errors import ModelUnavailable
+    from ml.registry import load_latest
+
+    try:
+        # Checked once here, so that a missing model stops the start with
+        # its message instead of N workers failing one by one.
+        load_latest(settings.resolved_model_dir, settings.model_name)
+    except ModelUnavailable as error:
+        raise CommandError(str(error)) from error
+    # Workers each count metrics; the multiprocess mode merges them.
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fieldguard-metrics-")
+    )
+    # Development secrets are created now, so that all workers read one set.
+    if settings.jwt_algorithm == "HS256":
+        settings.signing_secret()
+    settings.load_data_keys()
+    uvicorn.run(
+        "graph.app:create_app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        proxy_headers=False,
+        access_log=False,
+    )
+
+
 def command_export_schema(_settings: Settings, _args: argparse.Namespace) -> None:
     from graph.api import build_schema
 
@@ -349,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Serve GraphQL at /graphql.")
     serve.add_argument("--host", default="127.0.0.1", help="Address to bind.")
     serve.add_argument("--port", type=int, default=8000, help="TCP port to bind.")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Worker processes; several share the database and, with Redis, "
+        "the sign-in counters.",
+    )
     serve.set_defaults(handler=command_serve)
 
     train = commands.add_parser("train", help="Train a new version of the model.")

@@ -268,13 +268,15 @@ def run_cli(
 
 
 def start_server(
-    env: dict[str, str], log_path: Path
+    env: dict[str, str], log_path: Path, *extra_args: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `fieldguard serve` on a free loopback port and wait until it responds."""
     port = free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            fieldguard_command("serve", "--host", "127.0.0.1", "--port", str(port)),
+            fieldguard_command(
+                "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args
+            ),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

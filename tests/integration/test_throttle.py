@@ -271,3 +271,36 @@ def test_prediction_quota(model_dir, tmp_path_factory):
         assert other.errors == []  # quotas are per caller
     finally:
         stop_server(service.process)
+
+
+def test_several_workers_serve_one_port(model_dir, tmp_path_factory):
+    env, admin_password = _environment(tmp_path_factory, model_dir, STORES[-1])
+    log = Path(env["FIELDGUARD_DATA_DIR"]) / "workers.log"
+    process, url = start_server(env, log, "--workers", "2")
+    service = RunningService(
+        url=url,
+        env=env,
+        database_url=env["FIELDGUARD_DATABASE_URL"],
+        log_path=log,
+        process=process,
+        passwords={"admin": admin_password},
+    )
+    try:
+        pair = service.login_pair("admin")
+        for _ in range(20):
+            assert (
+                service.execute("{ me { username } }", token=pair["accessToken"]).errors
+                == []
+            )
+        service.execute("mutation { logout }", token=pair["accessToken"])
+        # Whichever worker answers, the logout holds.
+        for _ in range(6):
+            codes = service.execute(
+                "{ me { username } }", token=pair["accessToken"]
+            ).codes()
+            assert codes == ["UNAUTHENTICATED"]
+        metrics = httpx.get(url.replace("/graphql", "/metrics"), timeout=30).text
+        assert "fieldguard_graphql_requests_total" in metrics
+        assert log.read_text().count("Started server process") == 2
+    finally:
+        stop_server(process)
