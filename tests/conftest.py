@@ -18,6 +18,7 @@ from ml.train import MODEL_NAME, train_penguins
 from schema.database import create_sync_engine
 from tests.support import (
     RunningService,
+    find_credentials_in_log,
     run_cli,
     service_env,
     start_server,
@@ -123,12 +124,16 @@ def service(
         passwords={"admin": admin_password},
         clock_file=clock_file,
     )
+    running.remember(admin_password)
     for username, roles in PERSONA_ROLES.items():
         running.create_user(username, roles)
     try:
         yield running
     finally:
         stop_server(process)
+    # Everything the integration suite logged, checked once at the end.
+    leaked = find_credentials_in_log(running)
+    assert leaked == [], f"credentials found in the server log: {leaked}"
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,11 @@ class RunningService:
     process: subprocess.Popen[bytes]
     passwords: dict[str, str] = field(default_factory=dict)
     clock_file: Path | None = None
+    # Every credential this suite saw, to prove none reaches the server log.
+    credentials: set[str] = field(default_factory=set)
+
+    def remember(self, *values: str | None) -> None:
+        self.credentials.update(value for value in values if value)
 
     @contextmanager
     def clock_moved(self, seconds: float) -> Iterator[None]:
@@ -115,7 +120,9 @@ class RunningService:
             {"u": username, "p": password or self.passwords[username]},
         )
         assert result.errors == [], result.errors
-        return result.data["login"]
+        payload = result.data["login"]
+        self.remember(payload["accessToken"], payload["refreshToken"])
+        return payload
 
     def refresh(self, refresh_token: str) -> GraphQLResult:
         """Call refreshToken; `data` is the payload itself, or None on error."""
@@ -125,6 +132,8 @@ class RunningService:
             {"t": refresh_token},
         )
         payload = result.data["refreshToken"] if result.data else None
+        if payload:
+            self.remember(payload["accessToken"], payload["refreshToken"])
         return GraphQLResult(data=payload, errors=result.errors)
 
     def client(self, token: str | None = None) -> Client:
@@ -160,7 +169,9 @@ class RunningService:
         )
         assert result.errors == [], result.errors
         assert result.data is not None
-        return result.data["login"]["accessToken"]
+        token = result.data["login"]["accessToken"]
+        self.remember(token)
+        return token
 
     def create_user(
         self, username: str, roles: list[str], password: str | None = None
@@ -169,6 +180,7 @@ class RunningService:
         password = password or strong_password()
         asyncio.run(_create_user(self.database_url, username, password, roles))
         self.passwords[username] = password
+        self.remember(password)
         return password
 
     def add_user(
@@ -201,6 +213,7 @@ class RunningService:
         )
         assert result.errors == [], result.errors
         self.passwords[username] = password
+        self.remember(password)
         return result.data["createUser"]["id"], username, password
 
     def is_alive(self) -> bool:
@@ -306,3 +319,23 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=15)
+
+
+def find_credentials_in_log(service: RunningService) -> list[str]:
+    """Return which remembered credentials, and configured secrets, a log holds."""
+    log = service.log_text()
+    secrets_in_env = [
+        value
+        for key, value in service.env.items()
+        if key in {"FIELDGUARD_JWT_SECRET", "FIELDGUARD_DATA_INDEX_KEY"}
+    ]
+    secrets_in_env += [
+        part.split(":", 1)[1]
+        for part in service.env.get("FIELDGUARD_DATA_KEYS", "").split(",")
+        if ":" in part
+    ]
+    found = [value[:12] + "..." for value in service.credentials if value in log]
+    found += [
+        "a configured secret" for value in secrets_in_env if value and value in log
+    ]
+    return found

@@ -386,6 +386,7 @@ def test_pending_reset_allows_only_password_change(service: RunningService, admi
         {"id": user_id},
         token=admin,
     ).data["resetUserPassword"]["temporaryPassword"]
+    service.remember(temporary)
     token = service.login(username, temporary)
 
     update = service.execute(

@@ -40,6 +40,7 @@ def _key(service: RunningService, tokens, account: str, permissions, **extra) ->
         token=tokens["admin"],
     )
     assert result.errors == [], result.errors
+    service.remember(result.data["createApiKey"]["key"])
     return result.data["createApiKey"]
 
 

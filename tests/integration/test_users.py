@@ -226,6 +226,7 @@ def test_reset_password_forces_a_change(service: RunningService, admin: str):
     )
     assert reset.errors == []
     temporary = reset.data["resetUserPassword"]["temporaryPassword"]
+    service.remember(temporary)
     assert reset.data["resetUserPassword"]["user"]["mustChangePassword"] is True
 
     old_login = service.execute(
