@@ -14,7 +14,7 @@ def _raw_dump(database_url: str) -> str:
     try:
         with engine.connect() as connection:
             rows = []
-            for table in ("users", "audit_events"):
+            for table in ("users", "audit_events", "sessions"):
                 # The table names are the constants above, not input.
                 query = text(f"SELECT * FROM {table}")  # noqa: S608
                 rows += [repr(tuple(row)) for row in connection.execute(query)]
