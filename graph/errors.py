@@ -9,7 +9,8 @@ import re
 from enum import StrEnum
 
 from graphql import GraphQLError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from strawberry.utils.str_converters import to_camel_case
 
 from ml.errors import InvalidFeatures, ModelUnavailable
@@ -102,6 +103,12 @@ def to_client_error(error: Exception) -> ClientError | None:
                 ErrorCode.CONFLICT,
                 "The change conflicts with another change made at the same time; "
                 "read the current state and try again.",
+            )
+        case OperationalError() | InterfaceError() | PoolTimeoutError():
+            # The database is down, restarting or out of connections.
+            return ClientError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "The database is not available right now; try again.",
             )
         case QuotaExceeded(limit=limit, retry_after=retry_after):
             return ClientError(
