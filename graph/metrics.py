@@ -5,6 +5,7 @@ written to that folder and every scrape merges all processes.
 """
 
 import hmac
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -20,6 +22,10 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
+
+from schema.sessions import count_open_sessions
+
+logger = logging.getLogger(__name__)
 
 REQUESTS = Counter(
     "fieldguard_graphql_requests_total",
@@ -45,6 +51,15 @@ LOGINS = Counter(
     "fieldguard_logins_total",
     "Sign-in attempts by outcome and reason.",
     ["outcome", "reason"],
+)
+LOGIN_DELAYS = Counter(
+    "fieldguard_login_delays_total",
+    "Sign-in attempts the throttle made wait before checking the password.",
+)
+ACTIVE_SESSIONS = Gauge(
+    "fieldguard_active_sessions",
+    "Sessions neither revoked nor past their absolute lifetime, read at scrape.",
+    multiprocess_mode="max",
 )
 MODEL_LOAD = Histogram(
     "fieldguard_model_load_seconds", "Time to load and check a model at start."
@@ -96,6 +111,14 @@ def metrics_endpoint(token: str | None, *, required: bool):  # type: ignore[no-u
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        services = request.app.state.services
+        try:
+            async with services.session_factory() as session:
+                ACTIVE_SESSIONS.set(
+                    await count_open_sessions(session, services.clock.now())
+                )
+        except Exception:  # noqa: BLE001 - metrics must not fail with the database
+            logger.warning("Could not count active sessions for /metrics")
         registry = _registry()
         body = generate_latest(registry) if registry else generate_latest()
         return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from graph.context import Context
 from graph.errors import ClientError, ErrorCode
-from graph.metrics import LOGINS
+from graph.metrics import LOGIN_DELAYS, LOGINS
 from graph.tokens import issue_access_token
 from schema.audit import Actor, record_event
 from schema.errors import InvalidCredentials
@@ -131,6 +131,7 @@ async def password_login(context: Context, username: str, password: str) -> Toke
                 decision.reason or "locked", locked.id if locked else None
             )
         if decision is not None and decision.delay_seconds:
+            LOGIN_DELAYS.inc()
             await asyncio.sleep(decision.delay_seconds)
         signed_in = await authenticate(
             services.session_factory,

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.clock import as_utc
@@ -335,3 +335,13 @@ async def load_access_state(
         auth_version=row.auth_version,
         session=row.Session,
     )
+
+
+async def count_open_sessions(session: AsyncSession, now: datetime) -> int:
+    """Count sessions neither revoked nor past their absolute lifetime."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Session)
+        .where(Session.revoked_at.is_(None), Session.expires_at > now)
+    )
+    return int(count or 0)

@@ -336,3 +336,11 @@ def test_metrics_count_operations_predictions_and_logins(
     assert "fieldguard_predicted_rows_total" in body
     assert 'fieldguard_logins_total{outcome="failure",reason="unknown_user"}' in body
     assert "fieldguard_model_load_seconds_count 1.0" in body
+    active = [
+        line
+        for line in body.splitlines()
+        if line.startswith("fieldguard_active_sessions ")
+    ]
+    assert active
+    assert float(active[0].split()[1]) >= 1
+    assert "fieldguard_login_delays_total" in body
