@@ -3,9 +3,12 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
@@ -34,8 +37,15 @@ from schema.database import create_service_engine, create_session_factory
 logger = logging.getLogger(__name__)
 
 
+GRAPHIQL_ASSETS = Path(__file__).with_name("static") / "graphiql"
+
+
 class FieldguardRouter(GraphQLRouter[Context, None]):
-    """Strawberry's FastAPI router with stable error codes on every response."""
+    """Strawberry's FastAPI router with stable error codes on every response,
+    and a GraphiQL page served from fieldguard's own copy of its scripts."""
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        return HTMLResponse((GRAPHIQL_ASSETS / "index.html").read_text("utf-8"))
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -123,6 +133,12 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
         openapi_url=None,
     )
     app.include_router(router, prefix="/graphql")
+    if settings.graphiql_enabled:
+        app.mount(
+            "/graphiql-static",
+            StaticFiles(directory=GRAPHIQL_ASSETS),
+            name="graphiql-static",
+        )
 
     app.add_route(
         "/metrics",

@@ -257,7 +257,7 @@ class RequestGuard:
                 await reply(400, problem[1], problem[0])
                 return
 
-        await self._forward(scope, body, send, request_id, reply)
+        await self._forward(scope, body, receive, send, request_id, reply)
 
     def _request_id(self, scope: Scope) -> str:
         """Take X-Request-ID from a trusted proxy, or make a new id."""
@@ -292,6 +292,7 @@ class RequestGuard:
         self,
         scope: Scope,
         body: bytes,
+        receive: Receive,
         send: Send,
         request_id: str,
         reply: Callable[..., Awaitable[None]],
@@ -301,7 +302,9 @@ class RequestGuard:
         async def replay() -> Message:
             nonlocal replayed
             if replayed:
-                return {"type": "http.disconnect"}
+                # After the body, only a real disconnect may arrive; streaming
+                # responses wait on this to notice a client going away.
+                return await receive()
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
