@@ -26,6 +26,8 @@ from strawberry.extensions import SchemaExtension
 from schema.sessions import count_open_sessions
 
 logger = logging.getLogger(__name__)
+# One line per GraphQL operation: name, outcome code, caller and latency.
+operations_logger = logging.getLogger("fieldguard.operations")
 
 REQUESTS = Counter(
     "fieldguard_graphql_requests_total",
@@ -83,8 +85,23 @@ class OperationMetrics(SchemaExtension):
             extensions = getattr(error, "extensions", None) or {}
             code = str(extensions.get("code", "ERROR"))
             break
+        elapsed = time.perf_counter() - started
         REQUESTS.labels(operation=name, code=code).inc()
-        LATENCY.labels(operation=name).observe(time.perf_counter() - started)
+        LATENCY.labels(operation=name).observe(elapsed)
+        request_context = context.context
+        principal = getattr(request_context, "principal", None)
+        operations_logger.info(
+            "GraphQL operation",
+            extra={
+                "fields": {
+                    "operation": name,
+                    "code": code,
+                    "latency_ms": round(elapsed * 1000, 2),
+                    "user_id": principal.user_id if principal else None,
+                    "request_id": getattr(request_context, "request_id", None),
+                }
+            },
+        )
 
 
 def _registry() -> CollectorRegistry | None:

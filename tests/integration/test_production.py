@@ -378,9 +378,15 @@ def test_metrics_need_the_scraper_token(production: RunningService):
 def test_logs_are_json_lines(production: RunningService):
     import json
 
-    production.post({"query": "{ __typename }"})
+    token = production.login("viewer")
+    production.post({"query": "query Probe { me { id } }"}, token=token)
     lines = [line for line in production.log_text().splitlines() if line.strip()]
-    assert lines
-    for line in lines:
-        entry = json.loads(line)
+    entries = [json.loads(line) for line in lines]
+    for entry in entries:
         assert {"time", "level", "logger", "message"} <= entry.keys()
+    probes = [e for e in entries if e.get("operation") == "Probe"]
+    assert probes
+    assert probes[-1]["code"] == "OK"
+    assert probes[-1]["user_id"] is not None
+    assert probes[-1]["latency_ms"] >= 0
+    assert len(probes[-1]["request_id"]) == 32
