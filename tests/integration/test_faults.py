@@ -281,19 +281,28 @@ def test_database_outage_fails_fast_and_recovers(outage_service):
 
 def test_redis_outage_refuses_sign_in_then_recovers(outage_service):
     service, _, redis = outage_service
-    redis.stop()
-    try:
-        refused = service.execute(
-            'mutation($p: String!) { login(username: "admin", password: $p) '
-            "{ tokenType } }",
-            {"p": service.passwords["admin"]},
-        )
-        ready = _ready(service)
-    finally:
-        redis.start()
+    token = service.login("admin")
+    with Load(service, token) as load:
+        time.sleep(1)
+        redis.stop()
+        try:
+            time.sleep(1)
+            refused = service.execute(
+                'mutation($p: String!) { login(username: "admin", password: $p) '
+                "{ tokenType } }",
+                {"p": service.passwords["admin"]},
+            )
+            ready = _ready(service)
+        finally:
+            redis.start()
+        time.sleep(1)
     recovered = service.login("admin")
 
     assert refused.codes() == ["SERVICE_UNAVAILABLE"]
     assert ready.status_code == 503
     assert recovered
     assert _ready(service).status_code == 200
+    # Predictions count rows in Redis too: refused safely while it was down.
+    assert load.failures == []
+    assert set(load.codes) <= {"OK", "SERVICE_UNAVAILABLE"}
+    assert "OK" in load.codes
