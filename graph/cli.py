@@ -332,6 +332,7 @@ def command_permissions_matrix(_settings: Settings, args: argparse.Namespace) ->
 
 def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
     import os
+    import shutil
     import tempfile
 
     import uvicorn
@@ -346,23 +347,28 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
     except ModelUnavailable as error:
         raise CommandError(str(error)) from error
     # Workers each count metrics; the multiprocess mode merges them.
-    os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fieldguard-metrics-")
-    )
+    metrics_dir = None
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = tempfile.mkdtemp(prefix="fieldguard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Development secrets are created now, so that all workers read one set.
     if settings.jwt_algorithm == "HS256":
         settings.signing_secret()
     settings.load_data_keys()
-    uvicorn.run(
-        "graph.app:create_app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        proxy_headers=False,
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "graph.app:create_app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            proxy_headers=False,
+            access_log=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def command_export_schema(_settings: Settings, _args: argparse.Namespace) -> None:
