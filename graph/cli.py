@@ -216,6 +216,10 @@ async def _check_production_secrets(settings: Settings) -> None:
             "FIELDGUARD_ADMIN_PASSWORD. Change it with `fieldguard set-password "
             f"{settings.admin_username}` and remove the variable."
         )
+    logger.warning(
+        "FIELDGUARD_ADMIN_PASSWORD is still set; it is used only by "
+        "`fieldguard init` and should be removed in production."
+    )
 
 
 async def _set_password(settings: Settings, username: str) -> None:

@@ -158,6 +158,20 @@ def to_client_errors(
     return converted
 
 
+def client_code(error: GraphQLError) -> str:
+    """Return the code the client will see for an error, without changing it."""
+    code = error_code(error)
+    if code is not None:
+        return code
+    original = error.original_error
+    if original is None or (error.path is None and _is_variable_error(error)):
+        return _classify_request_error(error).value
+    mapped = to_client_error(original)
+    if mapped is None:
+        return ErrorCode.INTERNAL_SERVER_ERROR.value
+    return error_code(mapped) or ErrorCode.INTERNAL_SERVER_ERROR.value
+
+
 def is_unexpected(error: GraphQLError) -> bool:
     """Tell whether an error is a fault of the service rather than of the request."""
     if error_code(error) is not None:

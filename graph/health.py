@@ -20,8 +20,10 @@ async def healthz(_request: Request) -> JSONResponse:
 
 
 async def _check_database(services: Services) -> None:
+    # A real table, not SELECT 1: a SQLite file that was moved or replaced
+    # still answers SELECT 1 but has lost the schema.
     async with services.engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
+        await connection.execute(text("SELECT version_num FROM alembic_version"))
 
 
 async def _check_redis(services: Services) -> None:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
+from graph.errors import client_code
 from schema.sessions import count_open_sessions
 
 logger = logging.getLogger(__name__)
@@ -80,11 +81,7 @@ class OperationMetrics(SchemaExtension):
         name = (context.operation_name or "anonymous")[:MAX_OPERATION_LABEL]
         result = context.result
         errors = getattr(result, "errors", None) or context.pre_execution_errors or []
-        code = "OK"
-        for error in errors:
-            extensions = getattr(error, "extensions", None) or {}
-            code = str(extensions.get("code", "ERROR"))
-            break
+        code = client_code(errors[0]) if errors else "OK"
         elapsed = time.perf_counter() - started
         REQUESTS.labels(operation=name, code=code).inc()
         LATENCY.labels(operation=name).observe(elapsed)
@@ -125,8 +122,10 @@ def metrics_endpoint(token: str | None, *, required: bool):  # type: ignore[no-u
         if required and token is None:
             return Response(status_code=404)
         if token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
                 return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
         services = request.app.state.services
         try:

@@ -390,3 +390,30 @@ def test_logs_are_json_lines(production: RunningService):
     assert probes[-1]["user_id"] is not None
     assert probes[-1]["latency_ms"] >= 0
     assert len(probes[-1]["request_id"]) == 32
+
+
+def test_operation_lines_carry_the_client_code(production: RunningService):
+    import json
+
+    production.post(
+        {
+            "query": 'mutation BadLogin { login(username: "admin", '
+            'password: "not-it-at-all-1") { tokenType } }'
+        }
+    )
+    production.post({"query": "query Typo { mee }"})
+    entries = [
+        json.loads(line) for line in production.log_text().splitlines() if line.strip()
+    ]
+    codes = {e["operation"]: e["code"] for e in entries if "operation" in e}
+    assert codes["BadLogin"] == "UNAUTHENTICATED"
+    assert codes["Typo"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+def test_metrics_accept_any_case_of_bearer(production: RunningService):
+    response = httpx.get(
+        production.url.replace("/graphql", "/metrics"),
+        headers={"Authorization": f"bearer {METRICS_TOKEN}"},
+        timeout=30,
+    )
+    assert response.status_code == 200

@@ -220,7 +220,15 @@ def test_request_ids_pass_through_nginx(replicas):
     response = httpx.post(service.url, json={"query": "{ __typename }"}, timeout=30)
     request_id = response.headers["x-request-id"]
     assert len(request_id) == 32  # nginx's $request_id, believed from the proxy
-    logs = "".join(
-        path.read_text(errors="replace") for path in replicas["logs"].glob("*.log")
-    )
-    assert f"request_id={request_id}" in logs
+
+    # The access line is written after the response is sent; wait for it.
+    def logged() -> bool:
+        logs = "".join(
+            path.read_text(errors="replace") for path in replicas["logs"].glob("*.log")
+        )
+        return f"request_id={request_id}" in logs
+
+    deadline = time.monotonic() + 10
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert logged()

@@ -344,3 +344,25 @@ def test_metrics_count_operations_predictions_and_logins(
     assert active
     assert float(active[0].split()[1]) >= 1
     assert "fieldguard_login_delays_total" in body
+
+
+def test_readiness_reads_the_schema(tmp_path, model_dir):
+    """A database without fieldguard's tables is not ready, though it answers."""
+    from tests.support import service_env, start_server, stop_server
+
+    env = service_env(
+        database_url=f"sqlite:///{tmp_path / 'ready.db'}",
+        model_dir=model_dir,
+        data_dir=tmp_path / "data",
+    )
+    from tests.support import run_cli
+
+    assert run_cli(env, "init").returncode == 0
+    process, url = start_server(env, tmp_path / "ready.log")
+    try:
+        (tmp_path / "ready.db").rename(tmp_path / "moved.db")
+        ready = httpx.get(url.replace("/graphql", "/readyz"), timeout=30)
+    finally:
+        stop_server(process)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"].startswith("failed")
