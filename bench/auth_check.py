@@ -54,7 +54,7 @@ async def measure(rounds: int, database_url: str | None) -> None:
         session_factory=sessions,
         tokens=token_settings(settings),
         accounts=accounts,
-        model=None,  # type: ignore[arg-type]
+        models=None,  # type: ignore[arg-type]
         clock=build_clock(settings),
         session_policy=build_session_policy(settings),
         throttle=build_throttle(settings),

@@ -20,6 +20,7 @@ from graph.health import healthz, readyz
 from graph.http import RequestGuard
 from graph.metrics import MODEL_LOAD, metrics_endpoint
 from graph.services import (
+    ModelHolder,
     PermissionCache,
     Services,
     build_account_tools,
@@ -31,7 +32,7 @@ from graph.services import (
 )
 from graph.settings import Settings
 from graph.tokens import public_jwks
-from ml.registry import LoadedModel, load_latest
+from ml.registry import LoadedModel, load_active
 from schema.database import create_service_engine, create_session_factory
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
     """
     if model is None:
         with MODEL_LOAD.time():
-            model = load_latest(settings.resolved_model_dir, settings.model_name)
+            model = load_active(settings.resolved_model_dir, settings.model_name)
     tokens = token_settings(settings)
     accounts = build_account_tools(settings)
 
@@ -87,7 +88,7 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
             session_factory=create_session_factory(engine),
             tokens=tokens,
             accounts=accounts,
-            model=model,
+            models=ModelHolder(settings.resolved_model_dir, settings.model_name, model),
             clock=build_clock(settings),
             session_policy=build_session_policy(settings),
             throttle=throttle,

@@ -342,12 +342,12 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from ml.errors import ModelUnavailable
-    from ml.registry import load_latest
+    from ml.registry import load_active
 
     try:
         # Checked once here, so that a missing model stops the start with
         # its message instead of N workers failing one by one.
-        load_latest(settings.resolved_model_dir, settings.model_name)
+        load_active(settings.resolved_model_dir, settings.model_name)
     except ModelUnavailable as error:
         raise CommandError(str(error)) from error
     # Workers each count metrics; the multiprocess mode merges them.

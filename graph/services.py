@@ -1,16 +1,20 @@
 """Long-lived service objects and how they are built from settings."""
 
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from graph.settings import Settings, read_data_keys_file
 from graph.tokens import TokenSettings
-from ml.registry import LoadedModel
+from ml.errors import ModelUnavailable
+from ml.registry import LoadedModel, active_marker, load_active
 from schema.clock import Clock, OffsetClock
 from schema.crypto import DataCipher
 from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
@@ -22,6 +26,44 @@ from schema.throttle import (
     create_storage,
 )
 from schema.users import AccountTools
+
+logger = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The active version of the served model, swapped without a restart.
+
+    Requests take `current()` once and keep that object, so a swap never
+    mixes versions within a request. Every process checks the model's
+    ACTIVE file at most once a second, so an activation made through
+    another worker or replica reaches it within about a second.
+    """
+
+    CHECK_INTERVAL_SECONDS = 1.0
+
+    def __init__(self, model_dir: Path, name: str, loaded: LoadedModel) -> None:
+        self.model_dir = model_dir
+        self.name = name
+        self._current = loaded
+        self._marker = active_marker(model_dir, name)
+        self._checked = time.monotonic()
+
+    def current(self) -> LoadedModel:
+        now = time.monotonic()
+        if now - self._checked >= self.CHECK_INTERVAL_SECONDS:
+            self._checked = now
+            marker = active_marker(self.model_dir, self.name)
+            if marker != self._marker:
+                try:
+                    self._current = load_active(self.model_dir, self.name)
+                except ModelUnavailable as error:
+                    logger.error("Keeping the current model: %s", error)
+                self._marker = marker
+        return self._current
+
+    def replace(self, loaded: LoadedModel) -> None:
+        self._current = loaded
+        self._marker = active_marker(self.model_dir, self.name)
 
 
 class PermissionCache:
@@ -60,7 +102,7 @@ class Services:
     session_factory: async_sessionmaker[AsyncSession]
     tokens: TokenSettings
     accounts: AccountTools
-    model: LoadedModel
+    models: "ModelHolder"
     clock: Clock
     session_policy: SessionPolicy
     throttle: LoginThrottle
@@ -72,6 +114,11 @@ class Services:
     @property
     def cipher(self) -> DataCipher:
         return self.accounts.cipher
+
+    @property
+    def model(self) -> LoadedModel:
+        """The active model version; read once per request and kept."""
+        return self.models.current()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -6,6 +6,7 @@ it. Versions are whole numbers; the highest one is served.
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,80 @@ class LoadedModel:
     directory: Path
 
 
+ACTIVE_FILE = "ACTIVE"
+
+
+def active_version(model_dir: Path, name: str) -> str | None:
+    """Return the version named in the model's ACTIVE file, if there is one."""
+    try:
+        text = (model_dir / name / ACTIVE_FILE).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def active_marker(model_dir: Path, name: str) -> float:
+    """Return the ACTIVE file's modification time, 0 without one."""
+    try:
+        return (model_dir / name / ACTIVE_FILE).stat().st_mtime_ns / 1e9
+    except FileNotFoundError:
+        return 0.0
+
+
+def list_versions(model_dir: Path, name: str) -> list[ModelMetadata]:
+    """Return the metadata of every readable version, oldest first."""
+    found = []
+    for version in _versions(model_dir, name):
+        try:
+            found.append(
+                ModelMetadata.read(model_dir / name / str(version) / METADATA_FILE)
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("Skipping unreadable model %s version %s", name, version)
+    return found
+
+
+def list_models(model_dir: Path) -> list[str]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in model_dir.iterdir()
+        if p.is_dir() and _versions(model_dir, p.name)
+    )
+
+
+def load_active(model_dir: Path, name: str) -> LoadedModel:
+    """Load the active version of a model: the one ACTIVE names, else the newest.
+
+    Raises:
+        ModelUnavailable: As `load_version`.
+    """
+    version = active_version(model_dir, name)
+    if version is None:
+        return load_latest(model_dir, name)
+    return load_version(model_dir, name, version)
+
+
+def activate(model_dir: Path, name: str, version: str) -> LoadedModel:
+    """Make `version` the active one, after checking that it loads and predicts.
+
+    The ACTIVE file is replaced atomically, so a process reading it sees the
+    old or the new version, never a partial name.
+
+    Raises:
+        ModelUnavailable: The version is missing or broken; the active one
+            stays as it was.
+    """
+    loaded = load_version(model_dir, name, version)
+    target = model_dir / name / ACTIVE_FILE
+    temporary = target.with_name(f".{ACTIVE_FILE}.{os.getpid()}")
+    temporary.write_text(version, encoding="ascii")
+    os.replace(temporary, target)
+    logger.info("Activated model %s version %s", name, version)
+    return loaded
+
+
 def load_latest(model_dir: Path, name: str) -> LoadedModel:
     """Load the newest version of model `name` and check that it predicts.
 
@@ -61,6 +136,21 @@ def load_latest(model_dir: Path, name: str) -> LoadedModel:
             f"No model {name!r} found under {model_dir}. "
             "Train one with `fieldguard train`."
         )
+    return load_version(model_dir, name, directory.name)
+
+
+def load_version(model_dir: Path, name: str, version: str) -> LoadedModel:
+    """Load one version of a model and check that it predicts a sample row.
+
+    Raises:
+        ModelUnavailable: The version does not exist, cannot be read, or
+            fails to predict.
+    """
+    if not version.isdigit() or not version.isascii():
+        raise ModelUnavailable(f"Model {name!r} has no version {version!r}.")
+    directory = model_dir / name / version
+    if not directory.is_dir():
+        raise ModelUnavailable(f"Model {name!r} has no version {version!r}.")
     try:
         metadata = ModelMetadata.read(directory / METADATA_FILE)
         model = catboost.CatBoostClassifier()

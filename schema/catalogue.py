@@ -21,6 +21,8 @@ class Permission(enum.StrEnum):
     ROLES_WRITE = "roles:write"
     AUDIT_READ = "audit:read"
     SCHEMA_INTROSPECT = "schema:introspect"
+    MODELS_READ = "models:read"
+    MODELS_WRITE = "models:write"
 
 
 PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
@@ -35,6 +37,8 @@ PERMISSION_DESCRIPTIONS: MappingProxyType[Permission, str] = MappingProxyType(
         Permission.ROLES_READ: "Read roles and the permissions they grant.",
         Permission.ROLES_WRITE: "Create, change and delete roles.",
         Permission.AUDIT_READ: "Read the audit log of sign-ins and account changes.",
+        Permission.MODELS_READ: "Read the models, their versions and metadata.",
+        Permission.MODELS_WRITE: "Activate a model version or roll back.",
         Permission.SCHEMA_INTROSPECT: (
             "Introspect the GraphQL schema in production; everyone may in development."
         ),

@@ -4,6 +4,7 @@ import strawberry
 
 from graph.resolvers.account import AccountMutation, AccountQuery
 from graph.resolvers.audit import AuditQuery
+from graph.resolvers.models import ModelMutation, ModelQuery
 from graph.resolvers.predict import PredictQuery
 from graph.resolvers.roles import RoleMutation, RoleQuery
 from graph.resolvers.service_accounts import (
@@ -19,6 +20,7 @@ class Query(
     AccountQuery,
     SessionQuery,
     PredictQuery,
+    ModelQuery,
     UserQuery,
     RoleQuery,
     ServiceAccountQuery,
@@ -34,6 +36,7 @@ class Mutation(
     UserMutation,
     RoleMutation,
     ServiceAccountMutation,
+    ModelMutation,
 ):
     pass
 
