@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 @dataclass
 class AuditNote:
-    """What a change reports about itself for its audit event."""
+    """Facts a change records about itself for its audit event."""
 
     target_id: object = None
     details: dict[str, object] = field(default_factory=dict)

@@ -21,18 +21,18 @@ async def healthz(_request: Request) -> JSONResponse:
 
 async def _check_database(services: Services) -> None:
     # A real table, not SELECT 1: a SQLite file that was moved or replaced
-    # still answers SELECT 1 but has lost the schema.
+    # still runs SELECT 1 but has lost the schema.
     async with services.engine.connect() as connection:
         await connection.execute(text("SELECT version_num FROM alembic_version"))
 
 
 async def _check_redis(services: Services) -> None:
     if not await services.throttle.storage.check():
-        raise ConnectionError("Redis did not answer PING")
+        raise ConnectionError("Redis did not respond to PING")
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Report whether every dependency answers, each within a bounded time.
+    """Report whether every dependency responds, each within a bounded time.
 
     The body names each check and its result, so that an operator sees what
     is wrong; the status is 503 when any check fails.

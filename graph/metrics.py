@@ -115,7 +115,7 @@ def metrics_endpoint(token: str | None, *, required: bool):  # type: ignore[no-u
     Args:
         token: Bearer token scrapers must send, or None.
         required: Whether a token is needed at all; without one configured,
-            the endpoint then answers 404.
+            the endpoint then returns 404.
     """
 
     async def metrics(request: Request) -> Response:

@@ -29,7 +29,7 @@ def _printable(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who acts, and from where; every field may be unknown."""
+    """The person or program acting, and from where. Any field may be unknown."""
 
     user_id: int | None = None
     username: str | None = None

@@ -29,7 +29,7 @@ class NotFound(DomainError):
 
 
 class PermissionDenied(DomainError):
-    """The actor may not make this change; the message says which rule forbids it."""
+    """The actor may not make this change. The message names the rule."""
 
 
 class Conflict(DomainError):

@@ -38,7 +38,7 @@ class ThrottleDecision:
 
 
 class ThrottleUnavailable(Exception):
-    """The shared counter store did not answer."""
+    """The shared counter store did not respond."""
 
 
 def _bounded(account_key: str) -> str:

@@ -339,3 +339,18 @@ def find_credentials_in_log(service: RunningService) -> list[str]:
         "a configured secret" for value in secrets_in_env if value and value in log
     ]
     return found
+
+
+def start_service(
+    env: dict[str, str], log_path: Path, admin_password: str, *extra_args: str
+) -> RunningService:
+    """Start a server with `start_server` and describe it for the tests."""
+    process, url = start_server(env, log_path, *extra_args)
+    return RunningService(
+        url=url,
+        env=env,
+        database_url=env["FIELDGUARD_DATABASE_URL"],
+        log_path=log_path,
+        process=process,
+        passwords={"admin": admin_password},
+    )

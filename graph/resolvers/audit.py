@@ -1,14 +1,12 @@
 """The audit log query."""
 
-from typing import Annotated
-
 import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
 from graph.inputs import AuditEventFilter
 from graph.permissions import requires
-from graph.resolvers.pages import check_page, parse_id
+from graph.resolvers.pages import PageLimit, check_page, parse_id
 from graph.types import AuditEvent, AuditEventPage
 from schema.audit import AuditFilter, list_events
 from schema.catalogue import Permission
@@ -24,12 +22,7 @@ class AuditQuery:
         self,
         info: Info[Context, None],
         filter: AuditEventFilter | None = None,
-        limit: Annotated[
-            int | None,
-            strawberry.argument(
-                description="Page size; 50 or the maximum page size if lower."
-            ),
-        ] = None,
+        limit: PageLimit = None,
         offset: int = 0,
     ) -> AuditEventPage:
         context = info.context

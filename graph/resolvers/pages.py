@@ -1,6 +1,9 @@
 """Pagination arguments shared by list queries."""
 
 import re
+from typing import Annotated
+
+import strawberry
 
 from graph.context import Context
 from schema.errors import InvalidInput
@@ -10,6 +13,12 @@ _ID = re.compile(r"[0-9]{1,18}")
 
 
 DEFAULT_PAGE_SIZE = 50
+
+# The `limit` argument of every list query.
+PageLimit = Annotated[
+    int | None,
+    strawberry.argument(description="Page size; 50 or the maximum page size if lower."),
+]
 
 
 def check_page(context: Context, limit: int | None, offset: int) -> int:

@@ -9,20 +9,11 @@ from graph.context import Context, caller
 from graph.inputs import CreateApiKeyInput
 from graph.permissions import requires
 from graph.resolvers.pages import parse_id
+from graph.resolvers.users import load_user
 from graph.types import ApiKey, ApiKeyCreated, User
 from schema.apikeys import create_key, create_service_account, list_keys, revoke_key
 from schema.catalogue import Permission
 from schema.errors import NotFound
-from schema.tables import User as UserRow
-from schema.users import get_user
-
-
-async def _load_account(session: AsyncSession, user_id: strawberry.ID) -> UserRow:
-    number = parse_id(user_id)
-    user = await get_user(session, number) if number is not None else None
-    if user is None:
-        raise NotFound("No user with this id.")
-    return user
 
 
 @strawberry.type
@@ -35,7 +26,7 @@ class ServiceAccountQuery:
         self, info: Info[Context, None], service_account_id: strawberry.ID
     ) -> list[ApiKey]:
         async with info.context.services.session_factory() as session:
-            account = await _load_account(session, service_account_id)
+            account = await load_user(session, service_account_id)
             return [
                 ApiKey.from_row(row) for row in await list_keys(session, account.id)
             ]
@@ -80,7 +71,7 @@ class ServiceAccountMutation:
         principal = caller(info)
 
         async def change(session: AsyncSession, note: AuditNote) -> ApiKeyCreated:
-            account = await _load_account(session, input.service_account_id)
+            account = await load_user(session, input.service_account_id)
             issued = await create_key(
                 session,
                 user=account,

@@ -1,7 +1,5 @@
 """User administration: queries and mutations that need users:read or users:write."""
 
-from typing import Annotated
-
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
@@ -10,7 +8,7 @@ from graph.auditing import AuditNote, audited
 from graph.context import Context, caller
 from graph.inputs import CreateUserInput, UpdateUserInput, UserFilter, kept_if_unset
 from graph.permissions import requires
-from graph.resolvers.pages import check_page, parse_id
+from graph.resolvers.pages import PageLimit, check_page, parse_id
 from graph.types import PasswordResetPayload, User, UserPage
 from schema.catalogue import Permission
 from schema.errors import InvalidInput, NotFound
@@ -30,7 +28,12 @@ from schema.users import (
 USER_NOT_FOUND = "No user with this id."
 
 
-async def _load_user(session: AsyncSession, user_id: strawberry.ID) -> UserRow:
+async def load_user(session: AsyncSession, user_id: strawberry.ID) -> UserRow:
+    """Load a user by GraphQL id.
+
+    Raises:
+        NotFound: The id names no user, or cannot name one.
+    """
     number = parse_id(user_id)
     user = await get_user(session, number) if number is not None else None
     if user is None:
@@ -47,7 +50,7 @@ async def load_manageable_user(
         NotFound: No user has this id.
         PermissionDenied: The user is more privileged than the caller.
     """
-    user = await _load_user(session, user_id)
+    user = await load_user(session, user_id)
     check_can_manage(
         caller(info).permissions, user.permission_names, what=f"user {user.id}"
     )
@@ -64,12 +67,7 @@ class UserQuery:
         self,
         info: Info[Context, None],
         filter: UserFilter | None = None,
-        limit: Annotated[
-            int | None,
-            strawberry.argument(
-                description="Page size; 50 or the maximum page size if lower."
-            ),
-        ] = None,
+        limit: PageLimit = None,
         offset: int = 0,
     ) -> UserPage:
         context = info.context
@@ -92,7 +90,7 @@ class UserQuery:
     async def user(self, info: Info[Context, None], id: strawberry.ID) -> User | None:
         services = info.context.services
         async with services.session_factory() as session:
-            return User.from_row(await _load_user(session, id), services.cipher)
+            return User.from_row(await load_user(session, id), services.cipher)
 
 
 @strawberry.type

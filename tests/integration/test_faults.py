@@ -257,7 +257,7 @@ def test_database_outage_fails_fast_and_recovers(outage_service):
         time.sleep(2)
 
     after = service.execute("{ me { username } }", token=token)
-    # Failing fast means an answer well before the 30-second request timeout
+    # Failing fast means a response well before the 30-second request timeout
     # that a hanging connection would run into.
     assert elapsed < 5
     assert during.codes() == ["SERVICE_UNAVAILABLE"]

@@ -14,7 +14,7 @@ from tests.support import (
     RunningService,
     run_cli,
     service_env,
-    start_server,
+    start_service,
     stop_server,
     strong_password,
 )
@@ -61,15 +61,8 @@ def signed(
         run_cli({**env, "FIELDGUARD_ADMIN_PASSWORD": admin_password}, "init").returncode
         == 0
     )
-    process, url = start_server(env, data_dir / "server.log")
-    service = RunningService(
-        url=url,
-        env=env,
-        database_url=env["FIELDGUARD_DATABASE_URL"],
-        log_path=data_dir / "server.log",
-        process=process,
-        passwords={"admin": admin_password},
-    )
+    service = start_service(env, data_dir / "server.log", admin_password)
+    process = service.process
     try:
         yield service, {"algorithm": algorithm, "keys": keys}
     finally:

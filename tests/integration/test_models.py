@@ -11,7 +11,7 @@ from tests.support import (
     RunningService,
     run_cli,
     service_env,
-    start_server,
+    start_service,
     stop_server,
     strong_password,
 )
@@ -37,15 +37,8 @@ def registry(model_dir, tmp_path_factory) -> Iterator[RunningService]:
         run_cli({**env, "FIELDGUARD_ADMIN_PASSWORD": admin_password}, "init").returncode
         == 0
     )
-    process, url = start_server(env, folder / "server.log")
-    service = RunningService(
-        url=url,
-        env=env,
-        database_url=env["FIELDGUARD_DATABASE_URL"],
-        log_path=folder / "server.log",
-        process=process,
-        passwords={"admin": admin_password},
-    )
+    service = start_service(env, folder / "server.log", admin_password)
+    process = service.process
     service.create_user("viewer", ["viewer"])
     try:
         yield service

@@ -17,7 +17,7 @@ from tests.support import (
     RunningService,
     run_cli,
     service_env,
-    start_server,
+    start_service,
     stop_server,
     strong_password,
 )
@@ -33,18 +33,6 @@ LOW_LIMITS = {
     "FIELDGUARD_LOGIN_FAILURES_TO_LOCK": "4",
     "FIELDGUARD_LOGIN_IP_FAILURES_TO_LOCK": "1000",
 }
-
-
-def _start(env: dict[str, str], log: Path, admin_password: str) -> RunningService:
-    process, url = start_server(env, log)
-    return RunningService(
-        url=url,
-        env=env,
-        database_url=env["FIELDGUARD_DATABASE_URL"],
-        log_path=log,
-        process=process,
-        passwords={"admin": admin_password},
-    )
 
 
 def _environment(
@@ -74,7 +62,7 @@ def _environment(
 @pytest.fixture(scope="module", params=STORES)
 def throttled(request, model_dir, tmp_path_factory) -> Iterator[RunningService]:
     env, admin_password = _environment(tmp_path_factory, model_dir, request.param)
-    service = _start(
+    service = start_service(
         env, Path(env["FIELDGUARD_DATA_DIR"]) / "server.log", admin_password
     )
     try:
@@ -161,7 +149,7 @@ def test_ip_locks_after_many_accounts_fail(model_dir, tmp_path_factory):
         STORES[-1],
         FIELDGUARD_LOGIN_IP_FAILURES_TO_LOCK="12",
     )
-    service = _start(
+    service = start_service(
         env, Path(env["FIELDGUARD_DATA_DIR"]) / "server.log", admin_password
     )
     try:
@@ -179,8 +167,8 @@ def test_ip_locks_after_many_accounts_fail(model_dir, tmp_path_factory):
 def test_two_processes_share_sessions_locks_and_roles(model_dir, tmp_path_factory):
     env, admin_password = _environment(tmp_path_factory, model_dir, "redis")
     data_dir = Path(env["FIELDGUARD_DATA_DIR"])
-    first = _start(env, data_dir / "first.log", admin_password)
-    second = _start(env, data_dir / "second.log", admin_password)
+    first = start_service(env, data_dir / "first.log", admin_password)
+    second = start_service(env, data_dir / "second.log", admin_password)
     try:
         user_id, username, password = first.add_user(["analyst"])
         second.passwords[username] = password
@@ -226,7 +214,7 @@ def test_unreachable_redis(model_dir, tmp_path_factory, mode):
     # A loopback port with nothing listening stands for a stopped Redis.
     env["FIELDGUARD_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     env["FIELDGUARD_THROTTLE_FAILURE_MODE"] = mode
-    service = _start(
+    service = start_service(
         env, Path(env["FIELDGUARD_DATA_DIR"]) / "server.log", admin_password
     )
     try:
@@ -250,7 +238,7 @@ def test_prediction_quota(model_dir, tmp_path_factory):
     env, admin_password = _environment(
         tmp_path_factory, model_dir, STORES[-1], FIELDGUARD_PREDICT_ROWS_PER_MINUTE="10"
     )
-    service = _start(
+    service = start_service(
         env, Path(env["FIELDGUARD_DATA_DIR"]) / "server.log", admin_password
     )
     batch = "query($i: [PenguinFeatures!]!) { predictBatch(inputs: $i) { label } }"
@@ -276,15 +264,8 @@ def test_prediction_quota(model_dir, tmp_path_factory):
 def test_several_workers_serve_one_port(model_dir, tmp_path_factory):
     env, admin_password = _environment(tmp_path_factory, model_dir, STORES[-1])
     log = Path(env["FIELDGUARD_DATA_DIR"]) / "workers.log"
-    process, url = start_server(env, log, "--workers", "2")
-    service = RunningService(
-        url=url,
-        env=env,
-        database_url=env["FIELDGUARD_DATABASE_URL"],
-        log_path=log,
-        process=process,
-        passwords={"admin": admin_password},
-    )
+    service = start_service(env, log, admin_password, "--workers", "2")
+    process, url = service.process, service.url
     try:
         pair = service.login_pair("admin")
         for _ in range(20):
@@ -293,7 +274,7 @@ def test_several_workers_serve_one_port(model_dir, tmp_path_factory):
                 == []
             )
         service.execute("mutation { logout }", token=pair["accessToken"])
-        # Whichever worker answers, the logout holds.
+        # Whichever worker responds, the logout holds.
         for _ in range(6):
             codes = service.execute(
                 "{ me { username } }", token=pair["accessToken"]

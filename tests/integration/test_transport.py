@@ -347,7 +347,7 @@ def test_metrics_count_operations_predictions_and_logins(
 
 
 def test_readiness_reads_the_schema(tmp_path, model_dir):
-    """A database without fieldguard's tables is not ready, though it answers."""
+    """A database without fieldguard's tables is not ready, though it responds."""
     from tests.support import service_env, start_server, stop_server
 
     env = service_env(
