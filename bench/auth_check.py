@@ -24,12 +24,14 @@ from graph.services import (
     Services,
     build_account_tools,
     build_clock,
+    build_quota,
     build_session_policy,
     build_throttle,
     token_settings,
 )
 from graph.settings import Settings
 from graph.tokens import issue_access_token, verify_access_token
+from schema.audit import AuditBuffer
 from schema.database import create_service_engine, create_session_factory, migrate
 from schema.roles import seed_catalogue
 from schema.sessions import start_session
@@ -48,6 +50,7 @@ async def measure(rounds: int, database_url: str | None) -> None:
     engine = create_service_engine(settings.resolved_database_url)
     sessions = create_session_factory(engine)
     accounts = build_account_tools(settings)
+    throttle = build_throttle(settings)
     services = Services(
         settings=settings,
         engine=engine,
@@ -57,8 +60,10 @@ async def measure(rounds: int, database_url: str | None) -> None:
         models=None,  # type: ignore[arg-type]
         clock=build_clock(settings),
         session_policy=build_session_policy(settings),
-        throttle=build_throttle(settings),
+        throttle=throttle,
+        quota=build_quota(settings, throttle),
         permission_cache=PermissionCache(),
+        audit_buffer=AuditBuffer(sessions, accounts.cipher),
     )
     async with sessions() as session, session.begin():
         await seed_catalogue(session)

@@ -15,7 +15,10 @@ from graph.errors import is_unexpected
 from graph.introspection import IntrospectionGuard
 from graph.limits import request_rules
 from graph.metrics import OperationMetrics
-from graph.resolvers import Mutation, Query
+from graph.resolvers import Mutation, build_query
+from graph.types import COLUMN_SCALARS
+from ml.metadata import ModelShape
+from ml.train import penguins_shape
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class FieldguardSchema(strawberry.Schema):
 
 @lru_cache(maxsize=8)
 def build_schema(
+    models: tuple[ModelShape, ...] | None = None,
     *,
     max_depth: int = 8,
     max_aliases: int = 30,
@@ -62,13 +66,15 @@ def build_schema(
     """Build the schema with its request limits.
 
     Args:
+        models: The served models, whose input types the schema holds; by
+            default, the bundled penguins model.
         guard_introspection: Allow `__schema` and `__type` only to callers
             holding schema:introspect, as in production.
         max_batch_operations: Operations allowed in one batched HTTP request;
             0 turns batching off.
     """
     return FieldguardSchema(
-        query=Query,
+        query=build_query(models or (penguins_shape(),)),
         mutation=Mutation,
         # Factories, so that every request gets fresh extension instances; the
         # parser and validation caches live at module level and are shared.
@@ -87,10 +93,11 @@ def build_schema(
             OperationMetrics,
         ],
         config=StrawberryConfig(
+            scalar_map=COLUMN_SCALARS,
             batching_config=(
                 {"max_operations": max_batch_operations}
                 if max_batch_operations
                 else None
-            )
+            ),
         ),
     )

@@ -1,5 +1,6 @@
 """FastAPI application factory."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,8 +21,8 @@ from graph.health import healthz, readyz
 from graph.http import RequestGuard
 from graph.metrics import MODEL_LOAD, metrics_endpoint
 from graph.services import (
-    ModelHolder,
     PermissionCache,
+    ServedModels,
     Services,
     build_account_tools,
     build_clock,
@@ -32,8 +33,10 @@ from graph.services import (
 )
 from graph.settings import Settings
 from graph.tokens import public_jwks
-from ml.registry import LoadedModel, load_active
+from ml.registry import LoadedModel, load_all
+from schema.audit import AuditBuffer
 from schema.database import create_service_engine, create_session_factory
+from schema.revocation import marker_for
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +63,23 @@ class FieldguardRouter(GraphQLRouter[Context, None]):
         return await super().process_result(request, result)
 
 
-def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, models: dict[str, LoadedModel] | None = None
+) -> FastAPI:
     """Build the application.
 
-    The model is loaded here, before the server accepts connections, so that
-    a missing or broken model stops the start with its message.
+    The models are loaded here, before the server accepts connections, so
+    that a missing or broken model stops the start with its message, and the
+    schema gets an input type for each of them.
 
     Raises:
         ml.errors.ModelUnavailable: The model cannot be loaded.
         graph.settings.SettingsError: The settings do not allow a start.
     """
-    if model is None:
+    if models is None:
         with MODEL_LOAD.time():
-            model = load_active(settings.resolved_model_dir, settings.model_name)
+            models = load_all(settings.resolved_model_dir)
+    served = ServedModels(settings.resolved_model_dir, models)
     tokens = token_settings(settings)
     accounts = build_account_tools(settings)
 
@@ -82,32 +89,45 @@ def create_app(settings: Settings, *, model: LoadedModel | None = None) -> FastA
             settings.resolved_database_url, pool_size=settings.database_pool_size
         )
         throttle = build_throttle(settings)
+        session_factory = create_session_factory(engine)
+        audit_buffer = AuditBuffer(session_factory, accounts.cipher)
         app.state.services = Services(
             settings=settings,
             engine=engine,
-            session_factory=create_session_factory(engine),
+            session_factory=session_factory,
             tokens=tokens,
             accounts=accounts,
-            models=ModelHolder(settings.resolved_model_dir, settings.model_name, model),
+            models=served,
             clock=build_clock(settings),
             session_policy=build_session_policy(settings),
             throttle=throttle,
             quota=build_quota(settings, throttle),
             permission_cache=PermissionCache(),
+            audit_buffer=audit_buffer,
+            change_marker=marker_for(engine.url),
         )
         logger.info(
-            "Serving model %s version %s on %s database (%s mode)",
-            model.metadata.name,
-            model.metadata.version,
+            "Serving %s on %s database (%s mode)",
+            ", ".join(
+                f"model {name} version {loaded.metadata.version}"
+                for name, loaded in models.items()
+            ),
             engine.dialect.name,
             settings.env.value,
         )
+        # Objects built at start-up (schema, models, caches) live as long as
+        # the process: moving them out of the collector's view keeps full
+        # collections, which otherwise set the tail latency, short.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            await audit_buffer.close()
             await engine.dispose()
 
     schema = build_schema(
+        served.shapes,
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_query_tokens,

@@ -3,16 +3,22 @@
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from graph.settings import Settings, SettingsError
 from schema.audit import Actor, record_event
+
+if TYPE_CHECKING:
+    from ml.metadata import ModelShape
 
 logger = logging.getLogger("fieldguard")
 # The actor of changes made with this command, in the audit log.
@@ -326,11 +332,26 @@ async def _reseal(settings: Settings, batch_size: int, reseal_all) -> dict[str, 
         await engine.dispose()
 
 
-def command_permissions_matrix(_settings: Settings, args: argparse.Namespace) -> None:
+def _served_shapes(settings: Settings) -> tuple["ModelShape", ...] | None:
+    """Return the shapes of the models in the model folder, None if it has none."""
+    from ml.errors import ModelUnavailable
+    from ml.registry import active_metadata, list_models
+
+    model_dir = settings.resolved_model_dir
+    try:
+        shapes = tuple(
+            active_metadata(model_dir, name).shape for name in list_models(model_dir)
+        )
+    except ModelUnavailable as error:
+        raise CommandError(str(error)) from error
+    return shapes or None
+
+
+def command_permissions_matrix(settings: Settings, args: argparse.Namespace) -> None:
     from graph.api import build_schema
     from graph.matrix import render_document, render_matrix
 
-    sdl = build_schema().as_str()
+    sdl = build_schema(_served_shapes(settings)).as_str()
     print(render_document(sdl) if args.document else render_matrix(sdl), end="")
 
 
@@ -342,12 +363,12 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from ml.errors import ModelUnavailable
-    from ml.registry import load_active
+    from ml.registry import load_all
 
     try:
         # Checked once here, so that a missing model stops the start with
         # its message instead of N workers failing one by one.
-        load_active(settings.resolved_model_dir, settings.model_name)
+        load_all(settings.resolved_model_dir)
     except ModelUnavailable as error:
         raise CommandError(str(error)) from error
     # Workers each count metrics; the multiprocess mode merges them.
@@ -375,10 +396,48 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def command_export_schema(_settings: Settings, _args: argparse.Namespace) -> None:
+def command_export_schema(settings: Settings, _args: argparse.Namespace) -> None:
     from graph.api import build_schema
 
-    print(build_schema().as_str())
+    shapes = _served_shapes(settings)
+    if shapes is None:
+        print(
+            f"No model under {settings.resolved_model_dir}; "
+            "showing the schema with the penguins model `fieldguard train` makes.",
+            file=sys.stderr,
+        )
+    print(build_schema(shapes).as_str())
+
+
+def command_import_model(settings: Settings, args: argparse.Namespace) -> None:
+    from ml.errors import ModelUnavailable
+    from ml.importer import import_model
+
+    overrides = None
+    if args.metadata is not None:
+        try:
+            overrides = json.loads(Path(args.metadata).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise CommandError(f"Cannot read {args.metadata}: {error}") from error
+        if not isinstance(overrides, dict):
+            raise CommandError(f"{args.metadata} must hold a JSON object.")
+    try:
+        metadata = import_model(
+            settings.resolved_model_dir, Path(args.model_file), args.name, overrides
+        )
+    except ModelUnavailable as error:
+        raise CommandError(str(error)) from error
+    kind = (
+        f"classes {', '.join(metadata.classes)}"
+        if metadata.task == "classification"
+        else "regression"
+    )
+    print(
+        f"Imported {args.name!r} version {metadata.version}: "
+        f"{len(metadata.features)} features, {kind}. "
+        "A running service serves a new model from its next start; activate "
+        "a new version of a served model with activateModelVersion."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -438,8 +497,32 @@ def build_parser() -> argparse.ArgumentParser:
     set_password.add_argument("username")
     set_password.set_defaults(handler=command_set_password)
 
-    export = commands.add_parser("export-schema", help="Print the GraphQL SDL.")
+    export = commands.add_parser(
+        "export-schema",
+        help="Print the GraphQL SDL, with the models in the model folder.",
+    )
     export.set_defaults(handler=command_export_schema)
+
+    importer = commands.add_parser(
+        "import-model",
+        help="Register a CatBoost model file trained elsewhere as a new version.",
+    )
+    importer.add_argument("model_file", help="The .cbm file to register.")
+    importer.add_argument(
+        "--name",
+        required=True,
+        help="Model name: lowercase letters, digits and _, starting with a letter.",
+    )
+    importer.add_argument(
+        "--metadata",
+        help=(
+            "JSON file with what the model file cannot tell: target, "
+            "training_data, metrics, missing_category, and per feature "
+            "description, categories, unseen (reject or model), required, "
+            "minimum and maximum."
+        ),
+    )
+    importer.set_defaults(handler=command_import_model)
 
     rotate = commands.add_parser(
         "rotate-data-key",

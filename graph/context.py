@@ -118,21 +118,36 @@ async def load_principal(
         logger.info("Rejected access token: %s", error)
         return None, INVALID_TOKEN
 
-    async with services.session_factory() as session:
-        state = await load_access_state(session, claims.session_id)
+    # The marker is read before the database, so that a change committed
+    # while the query runs leaves the entry stale rather than wrong.
+    marker = services.change_marker.current() if services.change_marker else None
+    cached = services.access_cache.get(claims.session_id, marker)
+    if cached is not None and not _needs_touch(cached[0], now):
+        state, grants = cached
         problem = _access_problem(services, state, claims, now)
         if problem is not None:
             logger.info("Rejected access token of user %s: %s", claims.user_id, problem)
             return None, INVALID_TOKEN
-        assert state is not None
-        if as_utc(state.session.last_used_at) < now - TOUCH_INTERVAL:
-            await touch(session, claims.session_id, now)
-            await session.commit()
-        key = (state.user_id, state.auth_version)
-        grants = services.permission_cache.get(key)
-        if grants is None:
-            grants = await load_grants(session, state.user_id)
-            services.permission_cache.put(key, grants)
+    else:
+        async with services.session_factory() as session:
+            state = await load_access_state(session, claims.session_id)
+            problem = _access_problem(services, state, claims, now)
+            if problem is not None:
+                logger.info(
+                    "Rejected access token of user %s: %s", claims.user_id, problem
+                )
+                return None, INVALID_TOKEN
+            assert state is not None
+            if _needs_touch(state, now):
+                await touch(session, claims.session_id, now)
+                await session.commit()
+            key = (state.user_id, state.auth_version)
+            grants = services.permission_cache.get(key)
+            if grants is None:
+                grants = await load_grants(session, state.user_id)
+                services.permission_cache.put(key, grants)
+        if marker is not None:
+            services.access_cache.put(claims.session_id, marker, (state, grants))
     roles, permissions = grants
     return (
         Principal(
@@ -146,6 +161,10 @@ async def load_principal(
         ),
         None,
     )
+
+
+def _needs_touch(state: AccessState, now: datetime) -> bool:
+    return as_utc(state.session.last_used_at) < now - TOUCH_INTERVAL
 
 
 def _access_problem(

@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from strawberry.utils.str_converters import to_camel_case
 
 from ml.errors import InvalidFeatures, ModelUnavailable
+from ml.metadata import graphql_field_name
 from schema.errors import (
     Conflict,
     DomainError,
@@ -80,12 +81,12 @@ def to_client_error(error: Exception) -> ClientError | None:
             prefix = f"Row {row}: " if row is not None else ""
             return ClientError(
                 ErrorCode.BAD_USER_INPUT,
-                f"Invalid input: {prefix}{reason}",
+                f"{prefix}Invalid input: {reason}",
                 reason=reason,
                 **({"row": row} if row is not None else {}),
             )
         case InvalidFeatures(feature=str() as feature, reason=reason, row=row):
-            error_for_client = bad_input(to_camel_case(feature), reason)
+            error_for_client = bad_input(graphql_field_name(feature), reason)
             if row is not None:
                 error_for_client.message = f"Row {row}: {error_for_client.message}"
                 error_for_client.extensions["row"] = row
@@ -230,8 +231,12 @@ def _variable_details(message: str) -> dict[str, str]:
 
 
 def _is_variable_error(error: GraphQLError) -> bool:
-    # graphql-core's wording for variables that fail coercion.
-    return error.message.startswith("Variable '$")
+    # graphql-core's wording for variables that fail coercion, and for oneOf
+    # inputs (such as the model choice of predict) that set no member or
+    # more than one, in variables and literals alike.
+    return error.message.startswith(
+        ("Variable '$", "OneOf Input Object", "Value for member field")
+    )
 
 
 def _classify_request_error(error: GraphQLError) -> ErrorCode:

@@ -38,9 +38,7 @@ async def readyz(request: Request) -> JSONResponse:
     is wrong; the status is 503 when any check fails.
     """
     services: Services = request.app.state.services
-    checks: dict[str, str] = {
-        "model": "ok" if services.model is not None else "missing"
-    }
+    checks: dict[str, str] = {"models": "ok" if services.models.holders else "missing"}
     probes = {"database": _check_database(services)}
     if services.settings.redis_url:
         probes["redis"] = _check_redis(services)

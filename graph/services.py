@@ -5,19 +5,24 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from graph.settings import Settings, read_data_keys_file
 from graph.tokens import TokenSettings
 from ml.errors import ModelUnavailable
+from ml.metadata import ModelShape
 from ml.registry import LoadedModel, active_marker, load_active
+from schema.audit import AuditBuffer
 from schema.clock import Clock, OffsetClock
 from schema.crypto import DataCipher
+from schema.errors import NotFound
 from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
+from schema.revocation import ChangeMarker
 from schema.sessions import SessionPolicy
 from schema.throttle import (
     LoginThrottle,
@@ -31,12 +36,14 @@ logger = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    """The active version of the served model, swapped without a restart.
+    """The active version of one served model, swapped without a restart.
 
     Requests take `current()` once and keep that object, so a swap never
     mixes versions within a request. Every process checks the model's
     ACTIVE file at most once a second, so an activation made through
-    another worker or replica reaches it within about a second.
+    another worker or replica reaches it within about a second. A version
+    whose features differ from the schema's is never taken up: it needs a
+    restart, which rebuilds the schema.
     """
 
     CHECK_INTERVAL_SECONDS = 1.0
@@ -44,6 +51,7 @@ class ModelHolder:
     def __init__(self, model_dir: Path, name: str, loaded: LoadedModel) -> None:
         self.model_dir = model_dir
         self.name = name
+        self.shape = loaded.metadata.shape
         self._current = loaded
         self._marker = active_marker(model_dir, name)
         self._checked = time.monotonic()
@@ -55,15 +63,52 @@ class ModelHolder:
             marker = active_marker(self.model_dir, self.name)
             if marker != self._marker:
                 try:
-                    self._current = load_active(self.model_dir, self.name)
+                    self._take(load_active(self.model_dir, self.name))
                 except ModelUnavailable as error:
                     logger.error("Keeping the current model: %s", error)
                 self._marker = marker
         return self._current
 
-    def replace(self, loaded: LoadedModel) -> None:
+    def check(self, loaded: LoadedModel) -> None:
+        """Raise ModelUnavailable when `loaded` cannot replace the current version."""
+        if loaded.metadata.shape != self.shape:
+            raise ModelUnavailable(
+                f"Model {self.name!r} version {loaded.metadata.version} has other "
+                "features or another task than the version this service started "
+                "with; restart the service to serve it."
+            )
+
+    def _take(self, loaded: LoadedModel) -> None:
+        self.check(loaded)
         self._current = loaded
+
+    def replace(self, loaded: LoadedModel) -> None:
+        self._take(loaded)
         self._marker = active_marker(self.model_dir, self.name)
+
+
+class ServedModels:
+    """Every served model by name, each with its active version."""
+
+    def __init__(self, model_dir: Path, loaded: dict[str, LoadedModel]) -> None:
+        self.model_dir = model_dir
+        self.holders = {
+            name: ModelHolder(model_dir, name, model) for name, model in loaded.items()
+        }
+
+    @property
+    def shapes(self) -> tuple[ModelShape, ...]:
+        return tuple(holder.shape for holder in self.holders.values())
+
+    def holder(self, name: str) -> ModelHolder:
+        """Raise NotFound for a model this service does not serve."""
+        holder = self.holders.get(name)
+        if holder is None:
+            raise NotFound(f"No served model named {name!r}.")
+        return holder
+
+    def current(self, name: str) -> LoadedModel:
+        return self.holder(name).current()
 
 
 class PermissionCache:
@@ -93,6 +138,33 @@ class PermissionCache:
             self._entries.popitem(last=False)
 
 
+class AccessCache:
+    """Sign-in state by session id, kept while the change marker stays the same.
+
+    Entries carry the marker they were read under; a changed marker, which
+    every commit touching users, roles, sessions or API keys brings, makes
+    them all stale at once.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[object, Any]] = OrderedDict()
+
+    def get(self, key: str, marker: object) -> Any:
+        if marker is None:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != marker:
+            return None
+        return entry[1]
+
+    def put(self, key: str, marker: object, value: Any) -> None:
+        self._entries[key] = (marker, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
 @dataclass(slots=True)
 class Services:
     """Long-lived service objects, built at start-up."""
@@ -102,7 +174,7 @@ class Services:
     session_factory: async_sessionmaker[AsyncSession]
     tokens: TokenSettings
     accounts: AccountTools
-    models: "ModelHolder"
+    models: ServedModels
     clock: Clock
     session_policy: SessionPolicy
     throttle: LoginThrottle
@@ -110,15 +182,15 @@ class Services:
     # Permissions by (user id, auth version): a new version, which every role
     # change brings, makes old entries unreachable.
     permission_cache: PermissionCache
+    audit_buffer: AuditBuffer
+    # Shared by the processes of one SQLite database; None for PostgreSQL,
+    # where every request checks the database.
+    change_marker: ChangeMarker | None = None
+    access_cache: AccessCache = field(default_factory=AccessCache)
 
     @property
     def cipher(self) -> DataCipher:
         return self.accounts.cipher
-
-    @property
-    def model(self) -> LoadedModel:
-        """The active model version; read once per request and kept."""
-        return self.models.current()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -44,7 +44,6 @@ class Settings(BaseSettings):
     database_url: str = ""
     database_pool_size: Annotated[int, Field(ge=1, le=100)] = 5
     model_dir: Path | None = None
-    model_name: str = "penguins"
 
     data_keys: SecretStr | None = None
     data_index_key: SecretStr | None = None

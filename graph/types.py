@@ -5,15 +5,17 @@ because an input is only reachable through a guarded field.
 """
 
 from datetime import datetime
-from typing import Self
+from typing import NewType, Self
 
 import strawberry
 from strawberry.scalars import JSON
-from strawberry.utils.str_converters import to_camel_case
 
 from graph.permissions import owner_or, public, requires, signed_in
+from ml.metadata import graphql_field_name
+from ml.predict import BatchPrediction as BatchResult
+from ml.predict import Explanation as ExplanationResult
 from ml.predict import Prediction as PredictionResult
-from ml.predict import explain
+from ml.predict import explain, explain_columns
 from ml.registry import LoadedModel
 from schema.audit import AuditRecord
 from schema.catalogue import Permission
@@ -225,6 +227,39 @@ class AuditEventPage:
     total_count: int = strawberry.field(extensions=requires(Permission.AUDIT_READ))
 
 
+# Lists of values checked as a whole, so that a batch of many rows costs one
+# conversion rather than one per value. Their definitions go into the schema
+# through `COLUMN_SCALARS`.
+FloatColumn = NewType("FloatColumn", list)
+StringColumn = NewType("StringColumn", list)
+
+
+def _column(value: object, name: str) -> list[object]:
+    """Accept a list; the model's own checks then look at every value."""
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list, one value per row.")
+    return value
+
+
+COLUMN_SCALARS = {
+    FloatColumn: strawberry.scalar(
+        name="FloatColumn",
+        description=(
+            "A list of numbers, one per row, with null for a missing value. "
+            "Checked as a whole rather than value by value."
+        ),
+        serialize=lambda value: value,
+        parse_value=lambda value: _column(value, "FloatColumn"),
+    ),
+    StringColumn: strawberry.scalar(
+        name="StringColumn",
+        description="A list of strings, one per row, with null for a missing value.",
+        serialize=lambda value: value,
+        parse_value=lambda value: _column(value, "StringColumn"),
+    ),
+}
+
+
 @strawberry.type(description="The probability the model gives one class.")
 class ClassProbability:
     label: str = strawberry.field(extensions=requires(Permission.PREDICT_PROBA))
@@ -234,34 +269,73 @@ class ClassProbability:
     )
 
 
-@strawberry.type(description="Why a model predicted a label, feature by feature.")
+@strawberry.type(description="The probabilities of one class, one per row.")
+class ClassProbabilities:
+    label: str = strawberry.field(extensions=requires(Permission.PREDICT_PROBA))
+    values: FloatColumn = strawberry.field(
+        extensions=requires(Permission.PREDICT_PROBA),
+        description="Between 0 and 1, in row order.",
+    )
+
+
+@strawberry.type(description="Why a model predicted what it did, for one feature.")
 class FeatureContribution:
-    feature: str = strawberry.field(extensions=requires(Permission.PREDICT_EXPLAIN))
+    feature: str = strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description="The feature's field name in the model's input type.",
+    )
     contribution: float = strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
-        description="SHAP value, in log-odds of the explained label.",
+        description="SHAP value, in the unit the explanation states.",
     )
+
+
+EXPLANATION_UNITS = (
+    "The unit of the base value and the contributions: `log-odds` of the "
+    "explained label for a model of two classes, `logit` (the label's score "
+    "before softmax) for more classes, `target` (the unit of the predicted "
+    "value) for a regression model."
+)
 
 
 @strawberry.type(
     description=(
-        "SHAP explanation of a predicted label, in log-odds: baseValue plus the "
-        "contributions equals the model's raw score for the label."
+        "SHAP explanation of one prediction: baseValue plus the contributions "
+        "equals the model's raw score for the explained label, or its value for "
+        "a regression model."
     )
 )
 class Explanation:
-    label: str = strawberry.field(
+    label: str | None = strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
-        description="The label explained: the predicted one.",
+        description="The label explained, the predicted one; null for regression.",
     )
     base_value: float = strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
-        description="The model's average raw score for the label, in log-odds.",
+        description="The model's average raw score, in `unit`.",
+    )
+    unit: str = strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description=EXPLANATION_UNITS,
     )
     contributions: list[FeatureContribution] = strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
         description="One entry per feature, in the model's feature order.",
     )
+
+    @classmethod
+    def from_result(cls, explained: ExplanationResult) -> Self:
+        return cls(
+            label=explained.label,
+            base_value=explained.base_value,
+            unit=explained.unit,
+            contributions=[
+                FeatureContribution(
+                    feature=graphql_field_name(name), contribution=value
+                )
+                for name, value in explained.contributions.items()
+            ],
+        )
 
 
 @strawberry.type(description="A model's prediction for one row of features.")
@@ -271,40 +345,105 @@ class Prediction:
 
     label: str | None = strawberry.field(
         extensions=requires(Permission.PREDICT_RUN),
-        description="The most probable class.",
+        description="The most probable class; null for a regression model.",
     )
     probabilities: list[ClassProbability] | None = strawberry.field(
         extensions=requires(Permission.PREDICT_PROBA),
-        description="Probability of every class, in the model's class order.",
+        description=(
+            "Probability of every class, in the model's class order; null for a "
+            "regression model."
+        ),
+    )
+    value: float | None = strawberry.field(
+        extensions=requires(Permission.PREDICT_RUN),
+        description="The predicted value of a regression model; null otherwise.",
     )
     model_name: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
     model_version: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
 
     @strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
-        description="Why the model chose the label; computed only when asked for.",
+        description="Why the model predicted this; computed only when asked for.",
     )
     def explanation(self) -> Explanation | None:
-        explained = explain(self.model, self.result)
-        return Explanation(
-            label=explained.label,
-            base_value=explained.base_value,
-            contributions=[
-                FeatureContribution(feature=to_camel_case(name), contribution=value)
-                for name, value in explained.contributions.items()
-            ],
-        )
+        return Explanation.from_result(explain(self.model, self.result))
 
     @classmethod
     def from_result(cls, result: PredictionResult, model: LoadedModel) -> Self:
+        probabilities = result.probabilities
         return cls(
             result=result,
             model=model,
             label=result.label,
-            probabilities=[
+            probabilities=None
+            if probabilities is None
+            else [
                 ClassProbability(label=label, probability=probability)
-                for label, probability in result.probabilities.items()
+                for label, probability in probabilities.items()
             ],
+            value=result.value,
+            model_name=model.metadata.name,
+            model_version=model.metadata.version,
+        )
+
+
+@strawberry.type(
+    description=(
+        "A model's predictions for a batch of rows, one list per output, in row order."
+    )
+)
+class PredictionBatch:
+    result: strawberry.Private[BatchResult]
+    model: strawberry.Private[LoadedModel]
+
+    rows: int = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
+    labels: StringColumn | None = strawberry.field(
+        extensions=requires(Permission.PREDICT_RUN),
+        description="The most probable class of each row; null for regression.",
+    )
+    probabilities: list[ClassProbabilities] | None = strawberry.field(
+        extensions=requires(Permission.PREDICT_PROBA),
+        description=(
+            "For every class, in the model's class order, its probability in "
+            "each row; null for a regression model."
+        ),
+    )
+    values: FloatColumn | None = strawberry.field(
+        extensions=requires(Permission.PREDICT_RUN),
+        description="The predicted value of each row (regression); null otherwise.",
+    )
+    model_name: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
+    model_version: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
+
+    @strawberry.field(
+        extensions=requires(Permission.PREDICT_EXPLAIN),
+        description=(
+            "Why the model predicted what it did, one per row; computed only "
+            "when asked for."
+        ),
+    )
+    def explanations(self) -> list[Explanation] | None:
+        labels = self.result.labels or [None] * self.result.rows
+        return [
+            Explanation.from_result(explained)
+            for explained in explain_columns(self.model, self.result.columns, labels)
+        ]
+
+    @classmethod
+    def from_result(cls, result: BatchResult, model: LoadedModel) -> Self:
+        probabilities = result.probabilities
+        return cls(
+            result=result,
+            model=model,
+            rows=result.rows,
+            labels=result.labels,
+            probabilities=None
+            if probabilities is None
+            else [
+                ClassProbabilities(label=label, values=values)
+                for label, values in probabilities.items()
+            ],
+            values=result.values,
             model_name=model.metadata.name,
             model_version=model.metadata.version,
         )

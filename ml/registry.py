@@ -7,7 +7,8 @@ it. Versions are whole numbers; the highest one is served.
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import catboost
@@ -41,11 +42,34 @@ def latest_version_dir(model_dir: Path, name: str) -> Path | None:
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A model version in memory, ready to predict."""
+    """A model version in memory, ready to predict.
+
+    The feature lists are worked out once here rather than on every request.
+    """
 
     metadata: ModelMetadata
-    model: catboost.CatBoostClassifier
+    model: catboost.CatBoost
     directory: Path
+    feature_names: list[str] = field(init=False)
+    numeric_indices: list[int] = field(init=False)
+    categorical_indices: list[int] = field(init=False)
+    classes: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        features = self.metadata.features
+        set_field = object.__setattr__
+        set_field(self, "feature_names", [spec.name for spec in features])
+        set_field(
+            self,
+            "numeric_indices",
+            [i for i, spec in enumerate(features) if spec.kind == "numeric"],
+        )
+        set_field(
+            self,
+            "categorical_indices",
+            [i for i, spec in enumerate(features) if spec.kind == "categorical"],
+        )
+        set_field(self, "classes", list(self.metadata.classes))
 
 
 ACTIVE_FILE = "ACTIVE"
@@ -103,8 +127,16 @@ def load_active(model_dir: Path, name: str) -> LoadedModel:
     return load_version(model_dir, name, version)
 
 
-def activate(model_dir: Path, name: str, version: str) -> LoadedModel:
+def activate(
+    model_dir: Path,
+    name: str,
+    version: str,
+    accept: Callable[[LoadedModel], None] | None = None,
+) -> LoadedModel:
     """Make `version` the active one, after checking that it loads and predicts.
+
+    `accept`, when given, may refuse the loaded version by raising
+    ModelUnavailable before anything changes.
 
     The ACTIVE file is replaced atomically, so a process reading it sees the
     old or the new version, never a partial name.
@@ -114,6 +146,8 @@ def activate(model_dir: Path, name: str, version: str) -> LoadedModel:
             stays as it was.
     """
     loaded = load_version(model_dir, name, version)
+    if accept is not None:
+        accept(loaded)
     target = model_dir / name / ACTIVE_FILE
     temporary = target.with_name(f".{ACTIVE_FILE}.{os.getpid()}")
     temporary.write_text(version, encoding="ascii")
@@ -146,15 +180,20 @@ def load_version(model_dir: Path, name: str, version: str) -> LoadedModel:
         ModelUnavailable: The version does not exist, cannot be read, or
             fails to predict.
     """
-    if not version.isdigit() or not version.isascii():
+    if not version.isascii() or not version.isdigit() or len(version) > 9:
         raise ModelUnavailable(f"Model {name!r} has no version {version!r}.")
     directory = model_dir / name / version
     if not directory.is_dir():
         raise ModelUnavailable(f"Model {name!r} has no version {version!r}.")
     try:
         metadata = ModelMetadata.read(directory / METADATA_FILE)
-        model = catboost.CatBoostClassifier()
+        model: catboost.CatBoost = (
+            catboost.CatBoostRegressor()
+            if metadata.task == "regression"
+            else catboost.CatBoostClassifier()
+        )
         model.load_model(str(directory / MODEL_FILE))
+        check_model_matches(model, metadata)
     except (OSError, ValueError, KeyError, TypeError, catboost.CatBoostError) as error:
         raise ModelUnavailable(
             f"Model {name!r} version {directory.name} in {directory} is missing "
@@ -168,25 +207,97 @@ def load_version(model_dir: Path, name: str, version: str) -> LoadedModel:
     return loaded
 
 
+def check_model_matches(model: catboost.CatBoost, metadata: ModelMetadata) -> None:
+    """Raise ValueError when the model file and its metadata disagree."""
+    names = list(model.feature_names_ or [])
+    expected = [spec.name for spec in metadata.features]
+    if names != expected:
+        raise ValueError(f"the model's features {names} differ from the metadata's")
+    categorical = set(model.get_cat_feature_indices())
+    declared = {
+        i for i, spec in enumerate(metadata.features) if spec.kind == "categorical"
+    }
+    if categorical != declared:
+        raise ValueError("the model's categorical features differ from the metadata's")
+    if metadata.task == "classification":
+        classes = [str(label) for label in model.classes_]
+        if classes != list(metadata.classes):
+            raise ValueError(
+                f"the model's classes {classes} differ from the metadata's"
+            )
+
+
+def sample_row(metadata: ModelMetadata) -> dict[str, object]:
+    """Return a row that every valid model accepts: one plausible number."""
+    sample: dict[str, object] = {spec.name: None for spec in metadata.features}
+    for spec in metadata.features:
+        if spec.kind == "numeric":
+            low = spec.minimum if spec.minimum is not None else 0.0
+            high = spec.maximum if spec.maximum is not None else low + 2.0
+            sample[spec.name] = (low + high) / 2
+        elif spec.categories:
+            sample[spec.name] = spec.categories[0]
+        elif spec.required:
+            sample[spec.name] = "a"
+    return sample
+
+
 def _check_answers(loaded: LoadedModel) -> None:
     from ml.predict import predict_rows
 
-    sample = {spec.name: None for spec in loaded.metadata.features}
-    first_numeric = next(
-        (s for s in loaded.metadata.features if s.kind == "numeric"), None
-    )
-    if first_numeric is not None and first_numeric.maximum is not None:
-        sample[first_numeric.name] = first_numeric.maximum / 2
     try:
-        result = predict_rows(loaded, [sample])
+        result = predict_rows(loaded, [sample_row(loaded.metadata)])[0]
     except Exception as error:  # noqa: BLE001 - any failure means unusable
         raise ModelUnavailable(
             f"Model {loaded.metadata.name!r} version {loaded.metadata.version} "
             f"failed to predict a sample row ({type(error).__name__}: {error})."
         ) from error
-    total = sum(result[0].probabilities.values())
-    if not math.isclose(total, 1.0, abs_tol=1e-6):
+    if result.probabilities is not None:
+        total = sum(result.probabilities.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ModelUnavailable(
+                f"Model {loaded.metadata.name!r} version {loaded.metadata.version} "
+                f"returned probabilities summing to {total}."
+            )
+    elif result.value is None or not math.isfinite(result.value):
         raise ModelUnavailable(
             f"Model {loaded.metadata.name!r} version {loaded.metadata.version} "
-            f"returned probabilities summing to {total}."
+            f"returned {result.value!r} for a sample row."
         )
+
+
+def active_metadata(model_dir: Path, name: str) -> ModelMetadata:
+    """Read the metadata of a model's active version without loading the model.
+
+    Raises:
+        ModelUnavailable: The version or its metadata is missing or unreadable.
+    """
+    version = active_version(model_dir, name)
+    if version is None:
+        directory = latest_version_dir(model_dir, name)
+        if directory is None:
+            raise ModelUnavailable(f"No model {name!r} found under {model_dir}.")
+        version = directory.name
+    try:
+        return ModelMetadata.read(model_dir / name / version / METADATA_FILE)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelUnavailable(
+            f"Model {name!r} version {version} has unreadable metadata "
+            f"({type(error).__name__}: {error})."
+        ) from error
+
+
+def load_all(model_dir: Path) -> dict[str, LoadedModel]:
+    """Load the active version of every model in the folder.
+
+    Raises:
+        ModelUnavailable: The folder holds no model, or one of them cannot
+            be loaded; the message names it.
+    """
+    names = list_models(model_dir)
+    if not names:
+        raise ModelUnavailable(
+            f"No model found under {model_dir}. Train one with `fieldguard train` "
+            "or register one with `fieldguard import-model`."
+        )
+    return {name: load_active(model_dir, name) for name in names}

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from palmerpenguins import load_penguins
 
-from ml.metadata import FeatureSpec, ModelMetadata
+from ml.metadata import FeatureSpec, ModelMetadata, ModelShape
 from ml.registry import next_version_dir
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,27 @@ NUMERIC_FEATURES = (
     "body_mass_g",
 )
 FEATURES = CATEGORICAL_FEATURES + NUMERIC_FEATURES
+TRAINING_DATA = (
+    "Palmer Archipelago penguins (palmerpenguins package, 344 birds of three "
+    "species, 2007-2009); four fifths for training, each repeated with 30% of "
+    "values blanked, one fifth held out."
+)
+
+
+def penguins_shape() -> ModelShape:
+    """The GraphQL shape of the bundled model, known without training it."""
+    return ModelShape(
+        name=MODEL_NAME,
+        task="classification",
+        features=tuple(
+            (
+                name,
+                "categorical" if name in CATEGORICAL_FEATURES else "numeric",
+                FEATURE_DESCRIPTIONS[name],
+            )
+            for name in FEATURES
+        ),
+    )
 
 
 # Each training row is repeated this many times with features blanked at
@@ -192,6 +213,7 @@ def train_penguins(
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         training_rows=len(train_idx),
         test_rows=len(test_idx),
+        training_data=TRAINING_DATA,
         catboost_version=catboost.__version__,
     )
     directory.mkdir(parents=True)

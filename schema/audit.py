@@ -1,16 +1,21 @@
 """The audit log: security-relevant actions, stored with personal data sealed."""
 
+import asyncio
 import json
+import logging
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schema.crypto import DataCipher
-from schema.tables import AuditEvent
+from schema.tables import AuditEvent, utc_now
+
+logger = logging.getLogger(__name__)
 
 CLIENT_IP_CONTEXT = "audit_events.client_ip"
 USER_AGENT_CONTEXT = "audit_events.user_agent"
@@ -76,6 +81,8 @@ async def record_event(
     target_type: str | None = None,
     target_id: object = None,
     details: Mapping[str, object] | None = None,
+    occurred_at: datetime | None = None,
+    flush: bool = True,
 ) -> None:
     """Add an audit event to the session; it is written with the transaction.
 
@@ -101,9 +108,87 @@ async def record_event(
             ),
             request_id=actor.request_id,
             details=json.dumps(dict(details), sort_keys=True) if details else None,
+            **({"occurred_at": occurred_at} if occurred_at is not None else {}),
         )
     )
-    await session.flush()
+    if flush:
+        await session.flush()
+
+
+class AuditBuffer:
+    """Audit events written in batches, off the request path.
+
+    Prediction requests are many and each must leave an event; writing one
+    transaction per request would cost more than the prediction. Events
+    keep the time they happened and reach the database within `max_delay`
+    seconds, in one transaction per batch. A failed write is retried with
+    the next batch; only when `max_pending` events wait (the database has
+    been down for a long time) are the oldest dropped, with an error logged.
+    `close()` writes what is left, at shutdown.
+    """
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        cipher: DataCipher,
+        *,
+        max_delay: float = 0.2,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._sessions = session_factory
+        self._cipher = cipher
+        self.max_delay = max_delay
+        self.max_pending = max_pending
+        self._pending: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def add(self, **event: Any) -> None:
+        """Queue one event; arguments as for `record_event`."""
+        event.setdefault("occurred_at", utc_now())
+        self._pending.append(event)
+        if len(self._pending) > self.max_pending:
+            dropped = len(self._pending) - self.max_pending
+            del self._pending[:dropped]
+            logger.error(
+                "Dropped %d audit events: the database is not writable", dropped
+            )
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._write_soon())
+
+    async def _write_soon(self) -> None:
+        delay = self.max_delay
+        while self._pending:
+            await asyncio.sleep(delay)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - logged in flush; retried here
+                delay = min(delay * 2, 5.0)
+
+    async def flush(self) -> None:
+        """Write every queued event now."""
+        async with self._lock:
+            events, self._pending = self._pending, []
+            if not events:
+                return
+            try:
+                async with self._sessions() as session, session.begin():
+                    for event in events:
+                        await record_event(session, self._cipher, flush=False, **event)
+            except Exception:
+                logger.exception(
+                    "Writing %d audit events failed; retrying", len(events)
+                )
+                self._pending[:0] = events
+                raise
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        try:
+            await self.flush()
+        except Exception:  # noqa: BLE001 - logged in flush
+            logger.error("Lost %d audit events at shutdown", len(self._pending))
 
 
 async def list_events(

@@ -70,7 +70,11 @@ def create_service_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    from schema.revocation import ServiceSession
+
+    return async_sessionmaker(
+        engine, expire_on_commit=False, sync_session_class=ServiceSession
+    )
 
 
 def ensure_sqlite_directory(url: str) -> None:

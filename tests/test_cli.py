@@ -75,7 +75,7 @@ def test_serve_refuses_to_start_without_model(cli_env, tmp_path):
     assert run_cli(env, "init").returncode == 0
     result = run_cli(env, "serve", "--port", "1")
     assert result.returncode == 1
-    assert "No model 'penguins' found" in result.stderr
+    assert "No model found under" in result.stderr
     assert "fieldguard train" in result.stderr
 
 

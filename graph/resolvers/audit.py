@@ -27,6 +27,9 @@ class AuditQuery:
     ) -> AuditEventPage:
         context = info.context
         limit = check_page(context, limit, offset)
+        # Prediction events wait in a buffer for a moment; this process's
+        # own are written first, so that a reader sees them at once.
+        await context.services.audit_buffer.flush()
         given = filter or AuditEventFilter()
         actor_id = parse_id(given.actor_id) if given.actor_id is not None else None
         if given.actor_id is not None and actor_id is None:

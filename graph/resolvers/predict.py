@@ -1,96 +1,225 @@
-"""The predict and predictBatch queries."""
+"""The predict and predictBatch queries, typed per served model.
+
+Each model gets its own input types, built from its metadata when the
+schema is built: `<Model>Features` (one row, a field per feature) and
+`<Model>Columns` (a batch, a list per feature). `PredictInput` and
+`PredictBatchInput` hold one field per model, of which a request sets
+exactly one.
+"""
 
 import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import strawberry
 from strawberry.types import Info
 
 from graph.context import Context, caller
-from graph.inputs import PenguinFeatures
 from graph.metrics import PREDICTED_ROWS, PREDICTIONS
 from graph.permissions import requires
-from graph.types import Prediction
+from graph.types import FloatColumn, Prediction, PredictionBatch, StringColumn
 from ml.errors import InvalidFeatures
-from ml.predict import Prediction as PredictionResult
-from ml.predict import predict_rows
-from schema.audit import record_event
+from ml.metadata import ModelShape, graphql_field_name, graphql_type_prefix
+from ml.predict import predict_columns, predict_rows
+from ml.registry import LoadedModel
 from schema.catalogue import Permission
 from schema.errors import InvalidInput
 
+Result = TypeVar("Result")
 
-@strawberry.type
-class PredictQuery:
-    @strawberry.field(
-        extensions=requires(Permission.PREDICT_RUN),
-        description="Predict the species of one penguin with the active model.",
-    )
-    async def predict(
-        self, info: Info[Context, None], input: PenguinFeatures
-    ) -> Prediction | None:
-        results = await _predict(info.context, [input.as_row()])
-        return Prediction.from_result(results[0], info.context.services.model)
+# How a model's input object turns into the feature mapping the model checks.
+ToFeatures = Callable[[Any], dict[str, object]]
 
-    @strawberry.field(
-        extensions=requires(Permission.PREDICT_RUN),
-        description=(
-            "Predict many penguins at once, in input order. Every row is checked "
-            "first; one invalid row fails the call and names its index."
-        ),
+
+def _input_type(
+    shape: ModelShape, *, suffix: str, numeric: object, categorical: object, about: str
+) -> tuple[type, ToFeatures]:
+    """Build one Strawberry input type with a field per feature of `shape`."""
+    annotations: dict[str, object] = {}
+    namespace: dict[str, object] = {}
+    attributes: list[tuple[str, str]] = []
+    for index, (feature, kind, description) in enumerate(shape.features):
+        attribute = f"feature_{index}"
+        annotations[attribute] = (numeric if kind == "numeric" else categorical) | None
+        namespace[attribute] = strawberry.field(
+            default=None,
+            name=graphql_field_name(feature),
+            description=description or None,
+        )
+        attributes.append((attribute, feature))
+    name = f"{graphql_type_prefix(shape.name)}{suffix}"
+    cls = type(name, (), {"__annotations__": annotations, **namespace})
+    input_type = strawberry.input(cls, name=name, description=about)
+
+    def to_features(value: Any) -> dict[str, object]:
+        return {
+            feature: getattr(value, attribute)
+            for attribute, feature in attributes
+            if getattr(value, attribute) is not None
+        }
+
+    return input_type, to_features
+
+
+def _choice_type(name: str, description: str, members: dict[str, type]) -> type:
+    """Build a oneOf input with a field per model."""
+    annotations = {
+        f"model_{index}": member | None for index, member in enumerate(members.values())
+    }
+    namespace = {
+        f"model_{index}": strawberry.field(
+            default=strawberry.UNSET, name=graphql_field_name(model)
+        )
+        for index, model in enumerate(members)
+    }
+    cls = type(name, (), {"__annotations__": annotations, **namespace})
+    return strawberry.input(cls, name=name, description=description, one_of=True)
+
+
+def _chosen(value: Any, names: list[str]) -> tuple[str, Any]:
+    """Return the model a oneOf input names and its value."""
+    for index, name in enumerate(names):
+        member = getattr(value, f"model_{index}", strawberry.UNSET)
+        if member is not strawberry.UNSET and member is not None:
+            return name, member
+    raise InvalidInput("input", "must name exactly one model.")
+
+
+def build_predict_query(shapes: Iterable[ModelShape]) -> type:
+    """Build the query type with `predict` and `predictBatch` for these models."""
+    shapes = sorted(shapes, key=lambda shape: shape.name)
+    names = [shape.name for shape in shapes]
+    rows_in: dict[str, type] = {}
+    columns_in: dict[str, type] = {}
+    to_row: dict[str, ToFeatures] = {}
+    to_columns: dict[str, ToFeatures] = {}
+    for shape in shapes:
+        kind = "regression" if shape.task == "regression" else "classification"
+        rows_in[shape.name], to_row[shape.name] = _input_type(
+            shape,
+            suffix="Features",
+            numeric=float,
+            categorical=str,
+            about=(
+                f"One row of features for the {kind} model `{shape.name}`. Each "
+                "field is optional unless the model's metadata requires it; at "
+                "least one must be given."
+            ),
+        )
+        columns_in[shape.name], to_columns[shape.name] = _input_type(
+            shape,
+            suffix="Columns",
+            numeric=FloatColumn,
+            categorical=StringColumn,
+            about=(
+                f"A batch for the {kind} model `{shape.name}`: one list per "
+                "feature, all of the same length, with null for a missing value. "
+                "An omitted feature is missing in every row."
+            ),
+        )
+    predict_input = _choice_type(
+        "PredictInput", "The model to use, set to one row of its features.", rows_in
     )
-    async def predict_batch(
-        self, info: Info[Context, None], inputs: list[PenguinFeatures]
-    ) -> list[Prediction] | None:
-        maximum = info.context.services.settings.max_batch_rows
-        if not 1 <= len(inputs) <= maximum:
-            raise InvalidInput(
-                "inputs", f"must hold 1 to {maximum} rows (got {len(inputs)})."
+    batch_input = _choice_type(
+        "PredictBatchInput", "The model to use, set to a batch of rows.", columns_in
+    )
+
+    def model_for(info: Info[Context, None], value: Any) -> tuple[LoadedModel, Any]:
+        name, member = _chosen(value, names)
+        return info.context.services.models.current(name), member
+
+    @strawberry.type
+    class PredictQuery:
+        @strawberry.field(
+            extensions=requires(Permission.PREDICT_RUN),
+            description="Predict one row with the active version of a model.",
+        )
+        async def predict(
+            self,
+            info: Info[Context, None],
+            input: predict_input,  # type: ignore[valid-type]
+        ) -> Prediction | None:
+            model, member = model_for(info, input)
+            row = to_row[model.metadata.name](member)
+            results = await _run(
+                info.context, model, 1, row, lambda: predict_rows(model, [row])
             )
-        results = await _predict(info.context, [row.as_row() for row in inputs])
-        model = info.context.services.model
-        return [Prediction.from_result(result, model) for result in results]
+            return Prediction.from_result(results[0], model)
+
+        @strawberry.field(
+            extensions=requires(Permission.PREDICT_RUN),
+            description=(
+                "Predict a batch of rows, given as one list per feature, with the "
+                "active version of a model. Every value is checked first; one "
+                "invalid value fails the call and names its row and field."
+            ),
+        )
+        async def predict_batch(
+            self,
+            info: Info[Context, None],
+            input: batch_input,  # type: ignore[valid-type]
+        ) -> PredictionBatch | None:
+            model, member = model_for(info, input)
+            columns = to_columns[model.metadata.name](member)
+            rows = max((len(column) for column in columns.values()), default=0)
+            maximum = info.context.services.settings.max_batch_rows
+            if not 1 <= rows <= maximum:
+                raise InvalidInput(
+                    "input", f"must hold 1 to {maximum} rows (got {rows})."
+                )
+            result = await _run(
+                info.context,
+                model,
+                rows,
+                columns,
+                lambda: predict_columns(model, columns),
+            )
+            return PredictionBatch.from_result(result, model)
+
+    return PredictQuery
 
 
-async def _predict(
-    context: Context, rows: list[dict[str, object]]
-) -> list[PredictionResult]:
-    """Predict rows within the caller's quota, then count and audit the call.
+async def _run(
+    context: Context,
+    model: LoadedModel,
+    rows: int,
+    inputs: object,
+    predict: Callable[[], Result],
+) -> Result:
+    """Predict within the caller's quota, then count and audit the call.
 
     Raises:
         QuotaExceeded: The rows do not fit in the caller's quota.
         InvalidFeatures: A row is invalid; the failure is audited too.
     """
     services = context.services
-    model = services.model
     labels = {"model": model.metadata.name, "version": model.metadata.version}
     principal = caller(context)
-    await services.quota.take(f"user:{principal.user_id}", len(rows))
+    await services.quota.take(f"user:{principal.user_id}", rows)
 
     started = time.perf_counter()
     outcome = "success"
     try:
-        return predict_rows(model, rows)
+        return predict()
     except InvalidFeatures:
         outcome = "invalid_input"
         raise
     finally:
         PREDICTIONS.labels(outcome=outcome, **labels).inc()
         if outcome == "success":
-            PREDICTED_ROWS.labels(**labels).inc(len(rows))
+            PREDICTED_ROWS.labels(**labels).inc(rows)
         details: dict[str, object] = {
-            "rows": len(rows),
+            "rows": rows,
             "latencyMs": round((time.perf_counter() - started) * 1000, 2),
             "version": model.metadata.version,
         }
         if services.settings.audit_prediction_inputs:
-            details["inputs"] = rows
-        async with services.transaction() as session:
-            await record_event(
-                session,
-                services.cipher,
-                actor=context.actor(),
-                action="predict",
-                outcome=outcome,
-                target_type="model",
-                target_id=model.metadata.name,
-                details=details,
-            )
+            details["inputs"] = inputs
+        services.audit_buffer.add(
+            actor=context.actor(),
+            action="predict",
+            outcome=outcome,
+            target_type="model",
+            target_id=model.metadata.name,
+            details=details,
+        )

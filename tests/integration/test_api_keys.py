@@ -10,7 +10,7 @@ mutation($input: CreateApiKeyInput!) {
 }
 """
 PREDICT = (
-    '{ predict(input: {island: "Biscoe", flipperLengthMm: 220.0}) { label '
+    '{ predict(input: {penguins: {island: "Biscoe", flipperLengthMm: 220.0}}) { label '
     "probabilities { probability } } }"
 )
 

@@ -140,7 +140,7 @@ def test_audit_page_bounds(service: RunningService, tokens, limit):
 def test_predictions_are_audited_without_inputs(service: RunningService, tokens):
     marker = 47.123
     service.execute(
-        "query($m: Float) { predict(input: {billLengthMm: $m}) { label } }",
+        "query($m: Float) { predict(input: {penguins: {billLengthMm: $m}}) { label } }",
         {"m": marker},
         token=tokens["viewer"],
     )

@@ -212,7 +212,10 @@ class Load:
             try:
                 response = httpx.post(
                     self.service.url,
-                    json={"query": '{ predict(input: {island: "Dream"}) { label } }'},
+                    json={
+                        "query": '{ predict(input: {penguins: {island: "Dream"}}) '
+                        "{ label } }"
+                    },
                     headers={"Authorization": f"Bearer {self.token}"},
                     timeout=10,
                 )

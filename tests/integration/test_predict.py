@@ -2,13 +2,14 @@
 
 import math
 
+import httpx
 import pytest
 
 from ml.train import load_training_frame
 from tests.support import RunningService
 
 PREDICT = """
-query Predict($input: PenguinFeatures!) {
+query Predict($input: PredictInput!) {
   predict(input: $input) {
     label
     probabilities { label probability }
@@ -26,6 +27,11 @@ COLUMNS = {
     "flipper_length_mm": "flipperLengthMm",
     "body_mass_g": "bodyMassG",
 }
+
+
+def penguin(features: object) -> dict[str, object]:
+    """Wrap one row of features as the penguins model's prediction input."""
+    return {"input": {"penguins": features}}
 
 
 def _dataset_rows(count_per_species: int) -> list[tuple[dict[str, object], str]]:
@@ -47,7 +53,7 @@ def test_analyst_predicts_real_rows(service: RunningService, tokens: dict[str, s
     rows = _dataset_rows(count_per_species=4)
     correct = 0
     for features, species in rows:
-        result = service.execute(PREDICT, {"input": features}, token=tokens["analyst"])
+        result = service.execute(PREDICT, penguin(features), token=tokens["analyst"])
         assert result.errors == []
         prediction = result.data["predict"]
         total = sum(p["probability"] for p in prediction["probabilities"])
@@ -68,7 +74,7 @@ def test_viewer_gets_label_and_forbidden_probabilities(
     service: RunningService, tokens: dict[str, str]
 ):
     features, species = _dataset_rows(count_per_species=1)[2]
-    result = service.execute(PREDICT, {"input": features}, token=tokens["viewer"])
+    result = service.execute(PREDICT, penguin(features), token=tokens["viewer"])
 
     assert result.codes() == ["FORBIDDEN"]
     assert result.error_at("predict", "probabilities")["extensions"]["code"] == (
@@ -83,14 +89,14 @@ def test_user_without_roles_is_forbidden(
     service: RunningService, tokens: dict[str, str]
 ):
     result = service.execute(
-        PREDICT, {"input": {"island": "Dream"}}, token=tokens["nobody"]
+        PREDICT, penguin({"island": "Dream"}), token=tokens["nobody"]
     )
     assert result.codes() == ["FORBIDDEN"]
     assert result.data == {"predict": None}
 
 
 def test_anonymous_is_unauthenticated(service: RunningService):
-    result = service.execute(PREDICT, {"input": {"island": "Dream"}})
+    result = service.execute(PREDICT, penguin({"island": "Dream"}))
     assert result.codes() == ["UNAUTHENTICATED"]
     assert result.data == {"predict": None}
 
@@ -98,7 +104,7 @@ def test_anonymous_is_unauthenticated(service: RunningService):
 def test_missing_values_are_handled(service: RunningService, tokens: dict[str, str]):
     result = service.execute(
         PREDICT,
-        {"input": {"flipperLengthMm": 230.0, "billDepthMm": 14.0}},
+        penguin({"flipperLengthMm": 230.0, "billDepthMm": 14.0}),
         token=tokens["analyst"],
     )
     assert result.errors == []
@@ -119,7 +125,7 @@ BAD_INPUTS = [
 def test_bad_input_is_rejected(
     service: RunningService, tokens: dict[str, str], features, field
 ):
-    result = service.execute(PREDICT, {"input": features}, token=tokens["analyst"])
+    result = service.execute(PREDICT, penguin(features), token=tokens["analyst"])
 
     assert result.codes() == ["BAD_USER_INPUT"]
     error = result.errors[0]
@@ -142,7 +148,7 @@ WRONG_TYPES = [
 def test_wrongly_typed_variables_are_rejected(
     service: RunningService, tokens: dict[str, str], features
 ):
-    result = service.execute(PREDICT, {"input": features}, token=tokens["analyst"])
+    result = service.execute(PREDICT, penguin(features), token=tokens["analyst"])
 
     assert result.codes() == ["BAD_USER_INPUT"]
     assert "$input" in result.errors[0]["message"]
@@ -153,7 +159,8 @@ def test_wrongly_typed_literal_is_rejected(
     service: RunningService, tokens: dict[str, str]
 ):
     result = service.execute(
-        '{ predict(input: {bodyMassG: "heavy"}) { label } }', token=tokens["analyst"]
+        '{ predict(input: {penguins: {bodyMassG: "heavy"}}) { label } }',
+        token=tokens["analyst"],
     )
     assert result.codes() == ["BAD_USER_INPUT"]
     assert "Float" in result.errors[0]["message"]
@@ -163,10 +170,10 @@ def test_service_keeps_serving_after_bad_input(
     service: RunningService, tokens: dict[str, str]
 ):
     for features, _ in BAD_INPUTS_VALUES:
-        service.execute(PREDICT, {"input": features}, token=tokens["analyst"])
+        service.execute(PREDICT, penguin(features), token=tokens["analyst"])
     result = service.execute(
         PREDICT,
-        {"input": {"island": "Torgersen", "billLengthMm": 39.1}},
+        penguin({"island": "Torgersen", "billLengthMm": 39.1}),
         token=tokens["analyst"],
     )
     assert result.errors == []
@@ -177,55 +184,209 @@ BAD_INPUTS_VALUES = [(p.values[0], p.values[1]) for p in BAD_INPUTS]
 
 
 BATCH = """
-query Batch($inputs: [PenguinFeatures!]!) {
-  predictBatch(inputs: $inputs) { label modelVersion }
+query Batch($input: PredictBatchInput!) {
+  predictBatch(input: $input) {
+    rows labels values modelName modelVersion
+    probabilities { label values }
+  }
 }
 """
+
+
+def columns(rows: list[dict[str, object]]) -> dict[str, object]:
+    """Turn rows into the penguins model's batch input, one list per feature."""
+    names = list(COLUMNS.values())
+    return {
+        "input": {"penguins": {name: [row.get(name) for row in rows] for name in names}}
+    }
 
 
 def test_batch_predicts_rows_in_order(service: RunningService, tokens):
     rows = _dataset_rows(count_per_species=10)
     result = service.execute(
-        BATCH, {"inputs": [features for features, _ in rows]}, token=tokens["viewer"]
+        BATCH, columns([features for features, _ in rows]), token=tokens["analyst"]
     )
     assert result.errors == []
-    labels = [item["label"] for item in result.data["predictBatch"]]
+    batch = result.data["predictBatch"]
     expected = [species for _, species in rows]
-    assert len(labels) == 30
-    assert sum(a == b for a, b in zip(labels, expected, strict=True)) >= 28
+    assert batch["rows"] == 30
+    assert batch["values"] is None
+    assert sum(a == b for a, b in zip(batch["labels"], expected, strict=True)) >= 28
+    by_class = {column["label"]: column["values"] for column in batch["probabilities"]}
+    assert set(by_class) == {"Adelie", "Chinstrap", "Gentoo"}
+    for index, label in enumerate(batch["labels"]):
+        row = {name: values[index] for name, values in by_class.items()}
+        assert math.isclose(sum(row.values()), 1.0, abs_tol=1e-6)
+        assert max(row, key=row.__getitem__) == label
 
 
-def test_batch_names_the_bad_row(service: RunningService, tokens):
-    inputs = [{"island": "Dream"}, {"island": "Dream"}, {"bodyMassG": -1.0}]
-    result = service.execute(BATCH, {"inputs": inputs}, token=tokens["viewer"])
+def test_batch_matches_single_predictions(service: RunningService, tokens):
+    rows = [features for features, _ in _dataset_rows(count_per_species=2)]
+    rows[1] = {"island": "Dream"}
+    rows[3] = {"billLengthMm": 45.0, "sex": "female"}
+    batch = service.execute(BATCH, columns(rows), token=tokens["analyst"])
+    singles = [
+        service.execute(PREDICT, penguin(row), token=tokens["analyst"]).data["predict"]
+        for row in rows
+    ]
+    assert batch.data["predictBatch"]["labels"] == [s["label"] for s in singles]
+    first = {p["label"]: p["probability"] for p in singles[3]["probabilities"]}
+    for column in batch.data["predictBatch"]["probabilities"]:
+        assert math.isclose(column["values"][3], first[column["label"]], rel_tol=1e-9)
+
+
+def test_viewer_gets_batch_labels_but_no_probabilities(service: RunningService, tokens):
+    result = service.execute(
+        BATCH, columns([{"island": "Dream"}] * 3), token=tokens["viewer"]
+    )
+    assert result.codes() == ["FORBIDDEN"]
+    assert result.error_at("predictBatch", "probabilities")
+    assert len(result.data["predictBatch"]["labels"]) == 3
+    assert result.data["predictBatch"]["probabilities"] is None
+
+
+BAD_BATCHES = [
+    pytest.param(
+        {"island": ["Dream", "Dream", "Dream"], "bodyMassG": [3000.0, None, -1.0]},
+        2,
+        "bodyMassG",
+        id="out-of-range",
+    ),
+    pytest.param(
+        {"island": ["Dream", "Mars"]}, 1, "island", id="unseen-category-rejected"
+    ),
+    pytest.param(
+        {"bodyMassG": [3000.0, "heavy"]}, 1, "bodyMassG", id="string-for-number"
+    ),
+    pytest.param({"sex": [None, 1]}, 1, "sex", id="number-for-string"),
+    pytest.param({"bodyMassG": [True]}, 0, "bodyMassG", id="boolean-for-number"),
+    pytest.param(
+        {"island": ["Dream", None], "sex": ["male", None]},
+        1,
+        None,
+        id="empty-row",
+    ),
+]
+
+
+@pytest.mark.parametrize(("features", "row", "field"), BAD_BATCHES)
+def test_batch_names_the_bad_row_and_field(
+    service: RunningService, tokens, features, row, field
+):
+    result = service.execute(
+        BATCH, {"input": {"penguins": features}}, token=tokens["viewer"]
+    )
     assert result.codes() == ["BAD_USER_INPUT"]
     extensions = result.errors[0]["extensions"]
-    assert extensions["row"] == 2
-    assert extensions["field"] == "bodyMassG"
-    assert result.errors[0]["message"].startswith("Row 2:")
+    assert extensions["row"] == row
+    assert extensions.get("field") == field
+    assert result.errors[0]["message"].startswith(f"Row {row}:")
+    assert result.data == {"predictBatch": None}
+
+
+def test_batch_columns_must_agree_in_length(service: RunningService, tokens):
+    result = service.execute(
+        BATCH,
+        {"input": {"penguins": {"island": ["Dream"] * 3, "bodyMassG": [3000.0] * 2}}},
+        token=tokens["viewer"],
+    )
+    assert result.codes() == ["BAD_USER_INPUT"]
+    assert "as many rows" in result.errors[0]["message"]
+
+
+def test_a_column_must_be_a_list(service: RunningService, tokens):
+    result = service.execute(
+        BATCH, {"input": {"penguins": {"island": "Dream"}}}, token=tokens["viewer"]
+    )
+    assert result.codes() == ["BAD_USER_INPUT"]
+    assert "must be a list" in result.errors[0]["message"]
 
 
 @pytest.mark.parametrize("size", [0, 1001])
 def test_batch_size_is_bounded(service: RunningService, tokens, size):
     result = service.execute(
-        BATCH, {"inputs": [{"island": "Dream"}] * size}, token=tokens["viewer"]
+        BATCH,
+        {"input": {"penguins": {"island": ["Dream"] * size}}},
+        token=tokens["viewer"],
     )
     assert result.codes() == ["BAD_USER_INPUT"]
-    assert result.errors[0]["extensions"]["field"] == "inputs"
+    assert result.errors[0]["extensions"]["field"] == "input"
 
 
 def test_batch_needs_predict_permission(service: RunningService, tokens):
     result = service.execute(
-        BATCH, {"inputs": [{"island": "Dream"}]}, token=tokens["nobody"]
+        BATCH, {"input": {"penguins": {"island": ["Dream"]}}}, token=tokens["nobody"]
     )
     assert result.codes() == ["FORBIDDEN"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param('{"penguins": {"bodyMassG": NaN}}', id="nan"),
+        pytest.param('{"penguins": {"bodyMassG": Infinity}}', id="infinity"),
+        pytest.param('{"penguins": {"bodyMassG": -Infinity}}', id="minus-infinity"),
+        pytest.param('{"penguins": {"bodyMassG": 1e999}}', id="overflow"),
+    ],
+)
+def test_non_finite_numbers_are_rejected(service: RunningService, tokens, body):
+    raw = (
+        '{"query": "query($input: PredictInput!) { predict(input: $input) '
+        '{ label } }", "variables": {"input": ' + body + "}}"
+    )
+    response = httpx.post(
+        service.url,
+        content=raw,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {tokens['analyst']}",
+        },
+    )
+    payload = response.json()
+    assert payload.get("data") in (None, {"predict": None})
+    assert payload["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert service.is_alive()
+
+
+def test_non_finite_numbers_in_a_batch_name_the_row(service: RunningService, tokens):
+    raw = (
+        '{"query": "query($input: PredictBatchInput!) { predictBatch(input: $input) '
+        '{ labels } }", "variables": {"input": {"penguins": '
+        '{"bodyMassG": [3000.0, 4000.0, NaN]}}}}'
+    )
+    response = httpx.post(
+        service.url,
+        content=raw,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {tokens['viewer']}",
+        },
+    )
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["row"] == 2
+    assert error["extensions"]["field"] == "bodyMassG"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param({}, id="no-model"),
+        pytest.param({"penguins": None}, id="null-model"),
+        pytest.param({"elephants": {"island": "Dream"}}, id="unknown-model"),
+    ],
+)
+def test_the_input_names_one_served_model(service: RunningService, tokens, value):
+    result = service.execute(PREDICT, {"input": value}, token=tokens["analyst"])
+    assert result.codes() == ["BAD_USER_INPUT"]
+    assert service.is_alive()
+
+
 EXPLAIN = """
-query($input: PenguinFeatures!) {
+query($input: PredictInput!) {
   predict(input: $input) {
     label
-    explanation { label baseValue contributions { feature contribution } }
+    explanation { label unit baseValue contributions { feature contribution } }
   }
 }
 """
@@ -233,10 +394,11 @@ query($input: PenguinFeatures!) {
 
 def test_analyst_gets_an_explanation(service: RunningService, tokens):
     features, species = _dataset_rows(count_per_species=1)[2]
-    result = service.execute(EXPLAIN, {"input": features}, token=tokens["analyst"])
+    result = service.execute(EXPLAIN, penguin(features), token=tokens["analyst"])
     assert result.errors == []
     explanation = result.data["predict"]["explanation"]
     assert explanation["label"] == species
+    assert explanation["unit"] == "logit"
     assert [c["feature"] for c in explanation["contributions"]] == list(
         COLUMNS.values()
     )
@@ -247,8 +409,31 @@ def test_analyst_gets_an_explanation(service: RunningService, tokens):
 
 def test_viewer_gets_no_explanation(service: RunningService, tokens):
     result = service.execute(
-        EXPLAIN, {"input": {"island": "Dream"}}, token=tokens["viewer"]
+        EXPLAIN, penguin({"island": "Dream"}), token=tokens["viewer"]
     )
     assert result.codes() == ["FORBIDDEN"]
     assert result.data["predict"]["label"]
     assert result.data["predict"]["explanation"] is None
+
+
+def test_batch_explanations_match_single_ones(service: RunningService, tokens):
+    rows = [features for features, _ in _dataset_rows(count_per_species=1)]
+    query = """
+    query($input: PredictBatchInput!) {
+      predictBatch(input: $input) {
+        labels explanations { label unit baseValue contributions { contribution } }
+      }
+    }
+    """
+    batch = service.execute(query, columns(rows), token=tokens["analyst"])
+    single = service.execute(EXPLAIN, penguin(rows[2]), token=tokens["analyst"])
+    assert batch.errors == []
+    explanations = batch.data["predictBatch"]["explanations"]
+    assert [e["label"] for e in explanations] == batch.data["predictBatch"]["labels"]
+    one = single.data["predict"]["explanation"]
+    assert math.isclose(explanations[2]["baseValue"], one["baseValue"], rel_tol=1e-9)
+    assert [c["contribution"] for c in explanations[2]["contributions"]] == [
+        pytest.approx(c["contribution"]) for c in one["contributions"]
+    ]
+    viewer = service.execute(query, columns(rows), token=tokens["viewer"])
+    assert viewer.codes() == ["FORBIDDEN"]

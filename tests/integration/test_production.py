@@ -126,12 +126,15 @@ def test_graphiql_is_off(production: RunningService):
     [
         pytest.param("{ mee { id } }", id="field"),
         pytest.param("{ me { usernam } }", id="nested-field"),
-        pytest.param('{ predict(inptu: {island: "Dream"}) { label } }', id="argument"),
+        pytest.param(
+            '{ predict(inptu: {penguins: {island: "Dream"}}) { label } }', id="argument"
+        ),
         pytest.param(
             "query($i: PenguinFeature!) { predict(input: $i) { label } }", id="type"
         ),
         pytest.param(
-            '{ predict(input: {islnd: "Dream"}) { label } }', id="input-field"
+            '{ predict(input: {penguins: {islnd: "Dream"}}) { label } }',
+            id="input-field",
         ),
     ],
 )
@@ -341,7 +344,7 @@ def test_errors_leak_nothing(production: RunningService):
 
 def test_no_suggestions_in_extensions(production: RunningService):
     response = production.post(
-        {"query": '{ predict(input: {islnd: "Dream"}) { label } }'},
+        {"query": '{ predict(input: {penguins: {islnd: "Dream"}}) { label } }'},
         token=production.login("viewer"),
     )
     assert "Did you mean" not in response.text

@@ -149,7 +149,8 @@ def test_mixed_traffic_through_nginx(replicas):
         if number % 20 == 19:
             pair = service.login_pair(username, password)
         result = service.execute(
-            '{ predict(input: {island: "Biscoe", flipperLengthMm: 220}) { label } }',
+            '{ predict(input: {penguins: {island: "Biscoe", flipperLengthMm: 220}}) '
+            "{ label } }",
             token=pair["accessToken"],
         )
         if result.errors or result.data["predict"]["label"] != "Gentoo":
@@ -201,11 +202,11 @@ def test_throttle_and_quota_count_once(replicas):
     assert locked.codes() == ["UNAUTHENTICATED"]
 
     token = service.login("admin")
-    batch = "query($i: [PenguinFeatures!]!) { predictBatch(inputs: $i) { label } }"
+    batch = "query($i: PredictBatchInput!) { predictBatch(input: $i) { labels } }"
     codes = [
         tuple(
             service.execute(
-                batch, {"i": [{"island": "Dream"}] * 60}, token=token
+                batch, {"i": {"penguins": {"island": ["Dream"] * 60}}}, token=token
             ).codes()
         )
         for _ in range(4)

@@ -21,7 +21,7 @@ DELETE_ROLE = (
 SET_ROLES = """
 mutation($id: ID!, $roles: [String!]!) { setUserRoles(id: $id, roles: $roles) { id } }
 """
-PREDICT = '{ predict(input: {island: "Biscoe"}) { label } }'
+PREDICT = '{ predict(input: {penguins: {island: "Biscoe"}}) { label } }'
 
 
 @pytest.fixture(scope="module")

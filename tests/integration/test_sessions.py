@@ -4,7 +4,7 @@ import threading
 
 import jwt
 
-from tests.support import RunningService, strong_password
+from tests.support import RunningService, run_cli, strong_password
 
 ME = "{ me { username } }"
 SESSIONS = "{ mySessions { id current clientIp userAgent createdAt expiresAt } }"
@@ -228,7 +228,10 @@ def test_reset_and_deactivation_end_old_tokens(service: RunningService, tokens):
 def test_refresh_after_role_change_carries_new_grants(service: RunningService, tokens):
     user_id, username, _ = service.add_user(["viewer"])
     pair = service.login_pair(username)
-    proba = '{ predict(input: {island: "Dream"}) { probabilities { probability } } }'
+    proba = (
+        '{ predict(input: {penguins: {island: "Dream"}}) '
+        "{ probabilities { probability } } }"
+    )
     service.execute(
         'mutation($id: ID!) { setUserRoles(id: $id, roles: ["analyst"]) { id } }',
         {"id": user_id},
@@ -278,3 +281,20 @@ def test_retry_from_another_client_is_reuse(service: RunningService):
     assert stolen["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     # The session is revoked: the rightful client is signed out too.
     assert service.refresh(first["refreshToken"]).codes() == ["UNAUTHENTICATED"]
+
+
+def test_a_change_from_another_process_ends_cached_tokens(service: RunningService):
+    """The server keeps sign-in state between requests; a password set with
+    the command line, in another process, must still end the old token on
+    its next use."""
+    _, username, _ = service.add_user(["viewer"])
+    token = service.login(username)
+    for _ in range(3):  # read, then served from what the server kept
+        assert _codes(service, token) == []
+
+    changed = run_cli(
+        service.env, "set-password", username, stdin=strong_password() + "\n"
+    )
+
+    assert changed.returncode == 0, changed.stderr
+    assert _codes(service, token) == ["UNAUTHENTICATED"]

@@ -241,15 +241,23 @@ def test_prediction_quota(model_dir, tmp_path_factory):
     service = start_service(
         env, Path(env["FIELDGUARD_DATA_DIR"]) / "server.log", admin_password
     )
-    batch = "query($i: [PenguinFeatures!]!) { predictBatch(inputs: $i) { label } }"
+    batch = "query($i: PredictBatchInput!) { predictBatch(input: $i) { labels } }"
     try:
         _, username, _ = service.add_user(["viewer"])
         token = service.login(username)
-        first = service.execute(batch, {"i": [{"island": "Dream"}] * 8}, token=token)
-        over = service.execute(batch, {"i": [{"island": "Dream"}] * 3}, token=token)
-        fits = service.execute(batch, {"i": [{"island": "Dream"}] * 2}, token=token)
+        first = service.execute(
+            batch, {"i": {"penguins": {"island": ["Dream"] * 8}}}, token=token
+        )
+        over = service.execute(
+            batch, {"i": {"penguins": {"island": ["Dream"] * 3}}}, token=token
+        )
+        fits = service.execute(
+            batch, {"i": {"penguins": {"island": ["Dream"] * 2}}}, token=token
+        )
         other = service.execute(
-            batch, {"i": [{"island": "Dream"}] * 8}, token=service.login("admin")
+            batch,
+            {"i": {"penguins": {"island": ["Dream"] * 8}}},
+            token=service.login("admin"),
         )
 
         assert first.errors == []

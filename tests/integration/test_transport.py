@@ -218,8 +218,8 @@ def test_forwarded_for_is_not_believed(service: RunningService):
 
 def test_variable_errors_name_the_field(service: RunningService, tokens):
     result = service.execute(
-        "query($input: PenguinFeatures!) { predict(input: $input) { label } }",
-        {"input": {"bodyMassG": "heavy"}},
+        "query($input: PredictInput!) { predict(input: $input) { label } }",
+        {"input": {"penguins": {"bodyMassG": "heavy"}}},
         token=tokens["analyst"],
     )
     extensions = result.errors[0]["extensions"]
@@ -303,7 +303,7 @@ def test_health_endpoints(service: RunningService):
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
-        "checks": {"model": "ok", "database": "ok"},
+        "checks": {"models": "ok", "database": "ok"},
     }
 
 
@@ -322,7 +322,7 @@ def test_metrics_count_operations_predictions_and_logins(
     service: RunningService, tokens
 ):
     service.execute(
-        'query Named { predict(input: {island: "Dream"}) { label } }',
+        'query Named { predict(input: {penguins: {island: "Dream"}}) { label } }',
         token=tokens["viewer"],
     )
     service.execute(

@@ -20,7 +20,9 @@ mutation($id: ID!, $roles: [String!]!) {
 }
 """
 ME = "{ me { id username email displayName permissions } myPermissions }"
-PREDICT = '{ predict(input: {island: "Dream", billLengthMm: 50.0}) { label } }'
+PREDICT = (
+    '{ predict(input: {penguins: {island: "Dream", billLengthMm: 50.0}}) { label } }'
+)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +200,10 @@ def test_deleted_user_is_gone(service: RunningService, admin: str):
 def test_role_change_applies_on_next_request(service: RunningService, admin: str):
     user_id, username, _ = service.add_user(["viewer"])
     token = service.login(username)
-    proba = '{ predict(input: {island: "Dream"}) { probabilities { probability } } }'
+    proba = (
+        '{ predict(input: {penguins: {island: "Dream"}}) '
+        "{ probabilities { probability } } }"
+    )
     assert service.execute(proba, token=token).codes() == ["FORBIDDEN"]
 
     result = service.execute(
