@@ -15,7 +15,9 @@ from graph.errors import is_unexpected
 from graph.introspection import IntrospectionGuard
 from graph.limits import request_rules
 from graph.metrics import OperationMetrics
+from graph.permissions import guard_schema
 from graph.resolvers import Mutation, build_query
+from graph.resolvers.predict import install_direct_resolvers
 from graph.types import COLUMN_SCALARS
 from ml.metadata import ModelShape
 from ml.train import penguins_shape
@@ -73,8 +75,9 @@ def build_schema(
         max_batch_operations: Operations allowed in one batched HTTP request;
             0 turns batching off.
     """
-    return FieldguardSchema(
-        query=build_query(models or (penguins_shape(),)),
+    shapes = models or (penguins_shape(),)
+    schema = FieldguardSchema(
+        query=build_query(shapes),
         mutation=Mutation,
         # Factories, so that every request gets fresh extension instances; the
         # parser and validation caches live at module level and are shared.
@@ -101,3 +104,6 @@ def build_schema(
             ),
         ),
     )
+    install_direct_resolvers(schema._schema, shapes)
+    guard_schema(schema._schema)
+    return schema

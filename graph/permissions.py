@@ -1,22 +1,28 @@
 """Field rules: who may resolve each field.
 
-Every field of the schema carries exactly one rule, applied with
-`PermissionExtension` so that it also appears in `schema.graphql` as a
-directive: `@public`, `@signedIn`, `@requires(permission: ...)` or
-`@ownerOr(permission: ...)`. A reader of the SDL can tell who may read each field
-without opening the code.
+Every field of the schema carries exactly one rule, which also appears in
+`schema.graphql` as a directive: `@public`, `@signedIn`,
+`@requires(permission: ...)` or `@ownerOr(permission: ...)`. A reader of the
+SDL can tell who may read each field without opening the code.
 
 The checks are synchronous set lookups on the principal loaded once per
 request. A denial raises at once: `UNAUTHENTICATED` when nobody is signed in,
 `FORBIDDEN` otherwise.
+
+`guard_schema` puts each check straight in front of its field's resolver
+once the schema is built. Strawberry's own permission extensions cost about
+ten microseconds a field, which made a list of a thousand guarded objects
+nearly twice as slow as the same list unguarded.
 """
 
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
 
 import strawberry
-from strawberry.permission import BasePermission, PermissionExtension
+from graphql import GraphQLObjectType, GraphQLSchema, default_field_resolver
+from strawberry.extensions import FieldExtension
 from strawberry.schema_directive import Location
-from strawberry.types import Info
+from strawberry.types.field import StrawberryField
 
 from graph.context import Context
 from graph.errors import ClientError, ErrorCode
@@ -62,7 +68,14 @@ class OwnerOrDirective:
     permission: str
 
 
-def _deny(info: Info[Context, Any], permission: Permission | None = None) -> NoReturn:
+class ResolveInfo(Protocol):
+    """What a rule reads of graphql-core's resolve info."""
+
+    context: Context
+    field_name: str
+
+
+def _deny(info: ResolveInfo, permission: Permission | None = None) -> NoReturn:
     context = info.context
     if context.principal is None:
         reason = context.auth_failure or "this field requires a signed-in user"
@@ -78,16 +91,25 @@ def _deny(info: Info[Context, Any], permission: Permission | None = None) -> NoR
     )
 
 
-class IsPublic(BasePermission):
+class Rule:
+    """Who may resolve a field. `check` raises ClientError for everyone else."""
+
+    directive: object
+
+    def check(self, source: Any, info: ResolveInfo) -> None:
+        raise NotImplementedError
+
+
+class IsPublic(Rule):
     """Allows everyone; the rule of the short public allow-list."""
 
-    _schema_directive = PublicDirective()
+    directive = PublicDirective()
 
-    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        return True
+    def check(self, source: Any, info: ResolveInfo) -> None:
+        return None
 
 
-class IsSignedIn(BasePermission):
+class IsSignedIn(Rule):
     """Allows any signed-in user.
 
     While an admin-issued temporary password is pending, only the fields
@@ -95,12 +117,12 @@ class IsSignedIn(BasePermission):
     password is good for choosing a new one and nothing else.
     """
 
-    _schema_directive = SignedInDirective()
+    directive = SignedInDirective()
 
     def __init__(self, *, allow_limited: bool = False) -> None:
         self.allow_limited = allow_limited
 
-    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+    def check(self, source: Any, info: ResolveInfo) -> None:
         principal = info.context.principal
         if principal is None:
             _deny(info)
@@ -114,24 +136,22 @@ class IsSignedIn(BasePermission):
                 ErrorCode.FORBIDDEN,
                 "Choose a new password with changePassword first.",
             )
-        return True
 
 
-class HasPermission(BasePermission):
+class HasPermission(Rule):
     """Allows callers whose roles grant `permission`."""
 
     def __init__(self, permission: Permission) -> None:
         self.permission = permission
-        self._schema_directive = RequiresDirective(permission=permission.value)
+        self.directive = RequiresDirective(permission=permission.value)
 
-    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+    def check(self, source: Any, info: ResolveInfo) -> None:
         principal = info.context.principal
         if principal is None or self.permission not in principal.permissions:
             _deny(info, self.permission)
-        return True
 
 
-class IsOwnerOr(BasePermission):
+class IsOwnerOr(Rule):
     """Allows the user that `source` describes, and callers holding `permission`.
 
     `source` must have a `user_id` attribute naming the user it describes.
@@ -139,35 +159,109 @@ class IsOwnerOr(BasePermission):
 
     def __init__(self, permission: Permission) -> None:
         self.permission = permission
-        self._schema_directive = OwnerOrDirective(permission=permission.value)
+        self.directive = OwnerOrDirective(permission=permission.value)
 
-    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+    def check(self, source: Any, info: ResolveInfo) -> None:
         principal = info.context.principal
         if principal is None:
             _deny(info)
         if principal.user_id == source.user_id:
-            return True
+            return
         if self.permission not in principal.permissions:
             _deny(info, self.permission)
-        return True
 
 
-def rule(permission: BasePermission) -> list[PermissionExtension]:
-    """Return the field extensions that apply `permission` and show its directive."""
-    return [PermissionExtension(permissions=[permission], use_directives=True)]
+class FieldRule(FieldExtension):
+    """Attaches a rule to a field and shows it as a directive.
+
+    It has no resolve hook, so Strawberry adds nothing to the field's
+    resolution; `guard_schema` applies the check.
+    """
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+
+    def apply(self, field: StrawberryField) -> None:
+        # Every schema built from the same types applies this again.
+        if not any(directive is self.rule.directive for directive in field.directives):
+            field.directives = [*field.directives, self.rule.directive]
 
 
-def public() -> list[PermissionExtension]:
+def field_rule(field: StrawberryField) -> Rule | None:
+    """Return the rule attached to a Strawberry field, None without one."""
+    for extension in field.extensions:
+        if isinstance(extension, FieldRule):
+            return extension.rule
+    return None
+
+
+def guard_schema(schema: GraphQLSchema) -> None:
+    """Put each field's rule check in front of its resolver.
+
+    A field without a rule resolves as it did: the test that walks the SDL
+    makes sure there is none. A plain attribute with no resolver, argument
+    or other extension is read directly, skipping Strawberry's argument and
+    extension handling, which has nothing to do for it.
+    """
+    for named_type in schema.type_map.values():
+        if not isinstance(named_type, GraphQLObjectType):
+            continue
+        if named_type.name.startswith("__"):
+            continue
+        for graphql_field in named_type.fields.values():
+            definition = graphql_field.extensions.get("strawberry-definition")
+            if not isinstance(definition, StrawberryField):
+                continue
+            rule = field_rule(definition)
+            if rule is None:
+                continue
+            resolve = graphql_field.resolve or default_field_resolver
+            if _is_plain_attribute(definition):
+                resolve = _attribute_reader(definition.python_name)
+            graphql_field.resolve = _guarded(rule.check, resolve)
+
+
+def _is_plain_attribute(field: StrawberryField) -> bool:
+    return (
+        field.base_resolver is None
+        and not field.arguments
+        and all(isinstance(extension, FieldRule) for extension in field.extensions)
+    )
+
+
+def _attribute_reader(name: str) -> Callable[..., Any]:
+    def read(source: Any, _info: Any) -> Any:
+        return getattr(source, name)
+
+    return read
+
+
+def _guarded(
+    check: Callable[[Any, ResolveInfo], None], resolve: Callable[..., Any]
+) -> Callable[..., Any]:
+    def guarded(source: Any, info: Any, **arguments: Any) -> Any:
+        check(source, info)
+        return resolve(source, info, **arguments)
+
+    return guarded
+
+
+def rule(permission: Rule) -> list[FieldExtension]:
+    """Return the field extensions that attach `permission` and show its directive."""
+    return [FieldRule(permission)]
+
+
+def public() -> list[FieldExtension]:
     return rule(IsPublic())
 
 
-def signed_in(*, allow_limited: bool = False) -> list[PermissionExtension]:
+def signed_in(*, allow_limited: bool = False) -> list[FieldExtension]:
     return rule(IsSignedIn(allow_limited=allow_limited))
 
 
-def requires(permission: Permission) -> list[PermissionExtension]:
+def requires(permission: Permission) -> list[FieldExtension]:
     return rule(HasPermission(permission))
 
 
-def owner_or(permission: Permission) -> list[PermissionExtension]:
+def owner_or(permission: Permission) -> list[FieldExtension]:
     return rule(IsOwnerOr(permission))

@@ -67,3 +67,30 @@ def test_schema_file_matches_code(capsys):
     assert SDL_PATH.read_text(encoding="utf-8") == exported, (
         "schema.graphql is stale; run `fieldguard export-schema > schema.graphql`"
     )
+
+
+def test_every_field_resolves_through_its_rule():
+    """The rules are put in front of graphql-core's resolvers after Strawberry
+    builds the schema; a change in how Strawberry links its fields would
+    leave fields unguarded, and this test fails then."""
+    schema = build_schema()._schema
+    unguarded = [
+        f"{type_name}.{field_name}"
+        for type_name, graphql_type in schema.type_map.items()
+        if isinstance(graphql_type, GraphQLObjectType)
+        and not type_name.startswith("__")
+        for field_name, field in graphql_type.fields.items()
+        if getattr(field.resolve, "__name__", "") != "guarded"
+    ]
+    assert unguarded == []
+
+
+def test_predictions_resolve_without_strawberry_conversion():
+    """predict and predictBatch read graphql-core's coerced input directly;
+    the test fails if the direct resolvers are no longer installed."""
+    query = build_schema()._schema.query_type
+    for name in ("predict", "predictBatch"):
+        guarded = query.fields[name].resolve
+        inner = [cell.cell_contents for cell in guarded.__closure__ or ()]
+        names = [getattr(item, "__qualname__", "") for item in inner]
+        assert any(n.startswith("direct_resolvers.") for n in names), names

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import strawberry
+from graphql import GraphQLSchema
 from strawberry.types import Info
 
 from graph.context import Context, caller
@@ -140,11 +141,9 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
             input: predict_input,  # type: ignore[valid-type]
         ) -> Prediction | None:
             model, member = model_for(info, input)
-            row = to_row[model.metadata.name](member)
-            results = await _run(
-                info.context, model, 1, row, lambda: predict_rows(model, [row])
+            return await predict_one(
+                info.context, model, to_row[model.metadata.name](member)
             )
-            return Prediction.from_result(results[0], model)
 
         @strawberry.field(
             extensions=requires(Permission.PREDICT_RUN),
@@ -160,23 +159,79 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
             input: batch_input,  # type: ignore[valid-type]
         ) -> PredictionBatch | None:
             model, member = model_for(info, input)
-            columns = to_columns[model.metadata.name](member)
-            rows = max((len(column) for column in columns.values()), default=0)
-            maximum = info.context.services.settings.max_batch_rows
-            if not 1 <= rows <= maximum:
-                raise InvalidInput(
-                    "input", f"must hold 1 to {maximum} rows (got {rows})."
-                )
-            result = await _run(
-                info.context,
-                model,
-                rows,
-                columns,
-                lambda: predict_columns(model, columns),
+            return await predict_many(
+                info.context, model, to_columns[model.metadata.name](member)
             )
-            return PredictionBatch.from_result(result, model)
 
     return PredictQuery
+
+
+async def predict_one(
+    context: Context, model: LoadedModel, row: dict[str, object]
+) -> Prediction:
+    results = await _run(context, model, 1, row, lambda: predict_rows(model, [row]))
+    return Prediction.from_result(results[0], model)
+
+
+async def predict_many(
+    context: Context, model: LoadedModel, columns: dict[str, Any]
+) -> PredictionBatch:
+    rows = max((len(column) for column in columns.values()), default=0)
+    maximum = context.services.settings.max_batch_rows
+    if not 1 <= rows <= maximum:
+        raise InvalidInput("input", f"must hold 1 to {maximum} rows (got {rows}).")
+    result = await _run(
+        context, model, rows, columns, lambda: predict_columns(model, columns)
+    )
+    return PredictionBatch.from_result(result, model)
+
+
+def direct_resolvers(shapes: Iterable[ModelShape]) -> dict[str, Callable[..., Any]]:
+    """Return `predict` and `predictBatch` resolvers over graphql-core's values.
+
+    graphql-core has already checked and coerced the input against the
+    generated types; Strawberry would then rebuild it as objects, which for
+    one row costs more than the prediction. These resolvers read the
+    coerced mappings directly. They replace the Strawberry resolvers once the
+    schema is built (`install_direct_resolvers`) and share their code.
+    """
+    models = {graphql_field_name(shape.name): shape.name for shape in shapes}
+    features = {
+        shape.name: {
+            graphql_field_name(feature): feature for feature, _, _ in shape.features
+        }
+        for shape in shapes
+    }
+
+    def chosen(info: Any, value: dict[str, Any]) -> tuple[LoadedModel, dict[str, Any]]:
+        # The oneOf input holds exactly one model, checked by graphql-core.
+        ((field, member),) = value.items()
+        name = models[field]
+        names = features[name]
+        given = {names[key]: item for key, item in member.items() if item is not None}
+        return info.context.services.models.current(name), given
+
+    async def predict(_source: Any, info: Any, input: dict[str, Any]) -> Prediction:
+        model, row = chosen(info, input)
+        return await predict_one(info.context, model, row)
+
+    async def predict_batch(
+        _source: Any, info: Any, input: dict[str, Any]
+    ) -> PredictionBatch:
+        model, columns = chosen(info, input)
+        return await predict_many(info.context, model, columns)
+
+    return {"predict": predict, "predictBatch": predict_batch}
+
+
+def install_direct_resolvers(
+    schema: GraphQLSchema, shapes: Iterable[ModelShape]
+) -> None:
+    """Put the direct resolvers on the schema's query type, before its rules."""
+    query = schema.query_type
+    assert query is not None
+    for name, resolver in direct_resolvers(shapes).items():
+        query.fields[name].resolve = resolver
 
 
 async def _run(
