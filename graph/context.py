@@ -15,7 +15,7 @@ from starlette.requests import Request
 from strawberry.fastapi import BaseContext
 
 from graph.services import Services
-from graph.tokens import AccessClaims, InvalidToken, verify_access_token
+from graph.tokens import AccessClaims, InvalidToken
 from schema.apikeys import authenticate_key, looks_like_api_key
 from schema.audit import Actor
 from schema.clock import as_utc
@@ -113,7 +113,7 @@ async def load_principal(
     if looks_like_api_key(token):
         return await _load_key_principal(services, token, now)
     try:
-        claims = verify_access_token(services.tokens, token, now=now.timestamp())
+        claims = services.verified_tokens.verify(token, now=now.timestamp())
     except InvalidToken as error:
         logger.info("Rejected access token: %s", error)
         return None, INVALID_TOKEN
@@ -139,6 +139,9 @@ async def load_principal(
                 return None, INVALID_TOKEN
             assert state is not None
             if _needs_touch(state, now):
+                # End the read first: with SQLite, a transaction that read
+                # before another connection wrote cannot start writing.
+                await session.rollback()
                 await touch(session, claims.session_id, now)
                 await session.commit()
             key = (state.user_id, state.auth_version)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from graph.settings import Settings, read_data_keys_file
-from graph.tokens import TokenSettings
+from graph.tokens import TokenSettings, VerifiedTokens
 from ml.errors import ModelUnavailable
 from ml.metadata import ModelShape
 from ml.registry import LoadedModel, active_marker, load_active
@@ -187,6 +187,10 @@ class Services:
     # where every request checks the database.
     change_marker: ChangeMarker | None = None
     access_cache: AccessCache = field(default_factory=AccessCache)
+    verified_tokens: VerifiedTokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verified_tokens = VerifiedTokens(self.tokens)
 
     @property
     def cipher(self) -> DataCipher:

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import (
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +162,9 @@ class PredictionQuota:
 
     def __init__(self, storage: Storage, rows_per_minute: int) -> None:
         self.rows_per_minute = rows_per_minute
-        self._limiter = MovingWindowRateLimiter(storage)
+        # A sliding window of two counters: constant work per request, where a
+        # moving window would keep one entry per predicted row.
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._item = RateLimitItemPerMinute(rows_per_minute)
 
     async def take(self, caller: str, rows: int) -> None:
