@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from graphql import FieldNode, GraphQLError, parse, visit
 from graphql.language import Visitor
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -146,10 +147,27 @@ def _check_batch(value: list[object], max_operations: int) -> str | None:
     return None
 
 
+def load_json(body: bytes | str) -> Any:
+    """Parse JSON with orjson, falling back to the standard parser.
+
+    orjson is several times faster on large batches. It rejects the NaN and
+    Infinity tokens that Python clients send, which the standard parser
+    accepts, so that validation can name the row and field holding them.
+
+    Raises:
+        ValueError: The body is not JSON, not even by the standard parser.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        return json.loads(text)
+
+
 def _check_json(body: bytes, max_batch: int) -> tuple[ErrorCode, str] | None:
     """Return why `body` is not a usable GraphQL JSON request, or None."""
     try:
-        value = json.loads(body.decode("utf-8"))
+        value = load_json(body)
     except UnicodeDecodeError:
         return ErrorCode.BAD_REQUEST, "The request body is not valid UTF-8."
     except (ValueError, RecursionError):
@@ -199,8 +217,14 @@ class RequestGuard:
         max_batch_operations: int = 0,
         timeout_seconds: float = 30.0,
         trusted_proxies: frozenset[str] = frozenset(),
+        owner: object = None,
+        routes: dict[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
+        # Paths served by their own ASGI app rather than through `app`, with
+        # `owner` (the FastAPI app, whose state holds the services) in scope.
+        self.owner = owner
+        self.routes = routes or {}
         self.trusted_proxies = trusted_proxies
         self.max_body_bytes = max_body_bytes
         self.max_batch_operations = max_batch_operations
@@ -349,9 +373,14 @@ class RequestGuard:
                 return
             await send(message)
 
+        target = self.routes.get(scope.get("path", ""))
+        if target is None:
+            target = self.app
+        elif self.owner is not None:
+            scope["app"] = self.owner
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                await self.app(scope, replay, guarded_send)
+                await target(scope, replay, guarded_send)
         except TimeoutError:
             logger.warning(
                 "Request timed out after %s s (request_id=%s)",
