@@ -24,7 +24,6 @@ from schema.sessions import (
     AccessState,
     is_live,
     load_access_state,
-    touch,
 )
 from schema.users import load_grants
 
@@ -122,7 +121,7 @@ async def load_principal(
     # while the query runs leaves the entry stale rather than wrong.
     marker = services.change_marker.current() if services.change_marker else None
     cached = services.access_cache.get(claims.session_id, marker)
-    if cached is not None and not _needs_touch(cached[0], now):
+    if cached is not None:
         state, grants = cached
         problem = _access_problem(services, state, claims, now)
         if problem is not None:
@@ -138,12 +137,6 @@ async def load_principal(
                 )
                 return None, INVALID_TOKEN
             assert state is not None
-            if _needs_touch(state, now):
-                # End the read first: with SQLite, a transaction that read
-                # before another connection wrote cannot start writing.
-                await session.rollback()
-                await touch(session, claims.session_id, now)
-                await session.commit()
             key = (state.user_id, state.auth_version)
             grants = services.permission_cache.get(key)
             if grants is None:
@@ -151,6 +144,8 @@ async def load_principal(
                 services.permission_cache.put(key, grants)
         if marker is not None:
             services.access_cache.put(claims.session_id, marker, (state, grants))
+    if _needs_touch(state, now):
+        services.touch_later(claims.session_id, now)
     roles, permissions = grants
     return (
         Principal(

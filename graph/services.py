@@ -1,12 +1,13 @@
 """Long-lived service objects and how they are built from settings."""
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from schema.crypto import DataCipher
 from schema.errors import NotFound
 from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
 from schema.revocation import ChangeMarker
-from schema.sessions import SessionPolicy
+from schema.sessions import SessionPolicy, touch
 from schema.throttle import (
     LoginThrottle,
     PredictionQuota,
@@ -189,8 +190,40 @@ class Services:
     access_cache: AccessCache = field(default_factory=AccessCache)
     verified_tokens: VerifiedTokens = field(init=False)
 
+    touching: set[str] = field(default_factory=set)
+    # The event loop keeps only weak references to tasks.
+    touch_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
     def __post_init__(self) -> None:
         self.verified_tokens = VerifiedTokens(self.tokens)
+
+    def touch_later(self, session_id: str, now: datetime) -> None:
+        """Record a session's activity in the background, once at a time.
+
+        The idle timeout needs the last use to within a minute, not at once,
+        so requests do not wait for this write; with SQLite, many requests
+        writing the same row at once used to wait on each other's locks.
+        """
+        if session_id in self.touching:
+            return
+        self.touching.add(session_id)
+        task = asyncio.get_running_loop().create_task(self._touch(session_id, now))
+        self.touch_tasks.add(task)
+        task.add_done_callback(self.touch_tasks.discard)
+
+    async def _touch(self, session_id: str, now: datetime) -> None:
+        try:
+            async with self.session_factory() as session:
+                await touch(session, session_id, now)
+                await session.commit()
+        except Exception as error:  # noqa: BLE001 - retried on the next request
+            logger.warning(
+                "Recording the activity of session %s... failed: %s",
+                session_id[:8],
+                type(error).__name__,
+            )
+        finally:
+            self.touching.discard(session_id)
 
     @property
     def cipher(self) -> DataCipher:

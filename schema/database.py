@@ -5,6 +5,7 @@ A database URL is given in its plain form (`sqlite:///path.db`,
 migrations run synchronously and the service runs on asyncio drivers.
 """
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -46,6 +49,15 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        # In the default journal mode, a commit waits for every reader, and a
+        # reader waiting to write waits for that commit: under load both give
+        # up after the busy timeout. Write-ahead logging lets readers and one
+        # writer proceed together. The mode is stored in the database file, so
+        # a connection that cannot switch (another holds a lock) finds it set.
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception as error:  # noqa: BLE001 - the driver's own error type
+            logger.warning("Could not switch SQLite to WAL mode: %s", error)
         cursor.close()
 
 
