@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from graph.caching import LruCache
 from graph.settings import Settings, read_data_keys_file
 from graph.tokens import TokenSettings, VerifiedTokens
 from ml.errors import ModelUnavailable
@@ -112,44 +112,22 @@ class ServedModels:
         return self.holder(name).current()
 
 
-class PermissionCache:
-    """A bounded map of (user id, auth version) to roles and permissions."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[
-            tuple[int, int], tuple[tuple[str, ...], frozenset[str]]
-        ]
-        self._entries = OrderedDict()
-
-    def get(
-        self, key: tuple[int, int]
-    ) -> tuple[tuple[str, ...], frozenset[str]] | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
-
-    def put(
-        self, key: tuple[int, int], value: tuple[tuple[str, ...], frozenset[str]]
-    ) -> None:
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+# Roles and permissions by (user id, auth version): a new version, which
+# every role change brings, makes old entries unreachable.
+Grants = tuple[tuple[str, ...], frozenset[str]]
+PermissionCache = LruCache[tuple[int, int], Grants]
 
 
 class AccessCache:
-    """Sign-in state by session id, kept while the change marker stays the same.
+    """Sign-in state by session id, kept while the change marker is the same.
 
-    Entries carry the marker they were read under; a changed marker, which
-    every commit touching users, roles, sessions or API keys brings, makes
-    them all stale at once.
+    Each entry carries the marker it was read under. Every commit touching
+    users, roles, sessions or API keys changes the marker, so all entries
+    become stale at once.
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[object, Any]] = OrderedDict()
+        self._entries: LruCache[str, tuple[object, Any]] = LruCache(max_entries)
 
     def get(self, key: str, marker: object) -> Any:
         if marker is None:
@@ -160,10 +138,7 @@ class AccessCache:
         return entry[1]
 
     def put(self, key: str, marker: object, value: Any) -> None:
-        self._entries[key] = (marker, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put(key, (marker, value))
 
 
 @dataclass(slots=True)
@@ -180,8 +155,6 @@ class Services:
     session_policy: SessionPolicy
     throttle: LoginThrottle
     quota: PredictionQuota
-    # Permissions by (user id, auth version): a new version, which every role
-    # change brings, makes old entries unreachable.
     permission_cache: PermissionCache
     audit_buffer: AuditBuffer
     # Shared by the processes of one SQLite database; None for PostgreSQL,
@@ -200,8 +173,8 @@ class Services:
     def touch_later(self, session_id: str, now: datetime) -> None:
         """Record a session's activity in the background, once at a time.
 
-        The idle timeout needs the last use to within a minute, not at once,
-        so requests do not wait for this write; with SQLite, many requests
+        The idle timeout needs the last use only to within a minute, so
+        requests do not wait for this write. With SQLite, many requests
         writing the same row at once used to wait on each other's locks.
         """
         if session_id in self.touching:
