@@ -41,7 +41,7 @@ class BatchPrediction:
     probabilities: dict[str, list[float]] | None
     values: list[float] | None
     # The validated features in model order, one list per feature.
-    columns: tuple[list[object], ...] = ()
+    columns: tuple[Sequence[object], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,7 @@ def validate_row(metadata: ModelMetadata, row: Mapping[str, object]) -> list[obj
 
 def validate_columns(
     metadata: ModelMetadata, columns: Mapping[str, Sequence[object] | None]
-) -> tuple[int, tuple[list[object], ...]]:
+) -> tuple[int, tuple[Sequence[object], ...]]:
     """Check a batch given as one list per feature; return it in model order.
 
     An omitted feature is missing in every row. Checks run per column in
@@ -164,7 +164,7 @@ def validate_columns(
         raise InvalidFeatures(None, f"every column must hold as many rows ({sizes}).")
     rows = lengths.pop()
 
-    validated: list[list[object]] = []
+    validated: list[Sequence[object]] = []
     for spec in metadata.features:
         column = given.get(spec.name)
         if column is None:
@@ -184,7 +184,8 @@ def _first_row(column: Sequence[object], test: object) -> int:
     return next(i for i, value in enumerate(column) if test(value))  # type: ignore[operator]
 
 
-def _numeric_column(spec: FeatureSpec, column: Sequence[object]) -> list[object]:
+def _numeric_column(spec: FeatureSpec, column: Sequence[object]) -> np.ndarray:
+    """Check a column of numbers; return it as floats, NaN where missing."""
     types = set(map(type, column))
     if not types <= {int, float, _NONE}:
         row = _first_row(
@@ -213,7 +214,7 @@ def _numeric_column(spec: FeatureSpec, column: Sequence[object]) -> list[object]
             _validate_numeric(spec, column[row])
         except InvalidFeatures as error:
             raise InvalidFeatures(spec.name, error.reason, row=row) from None
-    return numbers.tolist()
+    return numbers
 
 
 def _categorical_column(
@@ -316,7 +317,7 @@ def predict_columns(
 
 
 def _predict(
-    loaded: LoadedModel, rows: int, columns: tuple[list[object], ...]
+    loaded: LoadedModel, rows: int, columns: tuple[Sequence[object], ...]
 ) -> BatchPrediction:
     pool = _pool(loaded, columns)
     if loaded.metadata.task == "regression":

@@ -27,18 +27,15 @@ from schema.catalogue import Permission
 from schema.errors import InvalidInput
 
 Result = TypeVar("Result")
-
-# How a model's input object turns into the feature mapping the model checks.
-ToFeatures = Callable[[Any], dict[str, object]]
+REPLACED = "replaced by install_direct_resolvers when the schema is built"
 
 
 def _input_type(
     shape: ModelShape, *, suffix: str, numeric: object, categorical: object, about: str
-) -> tuple[type, ToFeatures]:
+) -> type:
     """Build one Strawberry input type with a field per feature of `shape`."""
     annotations: dict[str, object] = {}
     namespace: dict[str, object] = {}
-    attributes: list[tuple[str, str]] = []
     for index, (feature, kind, description) in enumerate(shape.features):
         attribute = f"feature_{index}"
         annotations[attribute] = (numeric if kind == "numeric" else categorical) | None
@@ -47,19 +44,9 @@ def _input_type(
             name=graphql_field_name(feature),
             description=description or None,
         )
-        attributes.append((attribute, feature))
     name = f"{graphql_type_prefix(shape.name)}{suffix}"
     cls = type(name, (), {"__annotations__": annotations, **namespace})
-    input_type = strawberry.input(cls, name=name, description=about)
-
-    def to_features(value: Any) -> dict[str, object]:
-        return {
-            feature: getattr(value, attribute)
-            for attribute, feature in attributes
-            if getattr(value, attribute) is not None
-        }
-
-    return input_type, to_features
+    return strawberry.input(cls, name=name, description=about)
 
 
 def _choice_type(name: str, description: str, members: dict[str, type]) -> type:
@@ -77,26 +64,19 @@ def _choice_type(name: str, description: str, members: dict[str, type]) -> type:
     return strawberry.input(cls, name=name, description=description, one_of=True)
 
 
-def _chosen(value: Any, names: list[str]) -> tuple[str, Any]:
-    """Return the model a oneOf input names and its value."""
-    for index, name in enumerate(names):
-        member = getattr(value, f"model_{index}", strawberry.UNSET)
-        if member is not strawberry.UNSET and member is not None:
-            return name, member
-    raise InvalidInput("input", "must name exactly one model.")
-
-
 def build_predict_query(shapes: Iterable[ModelShape]) -> type:
-    """Build the query type with `predict` and `predictBatch` for these models."""
+    """Build the query type with `predict` and `predictBatch` for these models.
+
+    The resolvers declared here give Strawberry the fields' types and
+    descriptions. `install_direct_resolvers` replaces them once the schema is
+    built, and a test checks that it did.
+    """
     shapes = sorted(shapes, key=lambda shape: shape.name)
-    names = [shape.name for shape in shapes]
     rows_in: dict[str, type] = {}
     columns_in: dict[str, type] = {}
-    to_row: dict[str, ToFeatures] = {}
-    to_columns: dict[str, ToFeatures] = {}
     for shape in shapes:
         kind = "regression" if shape.task == "regression" else "classification"
-        rows_in[shape.name], to_row[shape.name] = _input_type(
+        rows_in[shape.name] = _input_type(
             shape,
             suffix="Features",
             numeric=float,
@@ -107,7 +87,7 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
                 "least one must be given."
             ),
         )
-        columns_in[shape.name], to_columns[shape.name] = _input_type(
+        columns_in[shape.name] = _input_type(
             shape,
             suffix="Columns",
             numeric=FloatColumn,
@@ -125,10 +105,6 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
         "PredictBatchInput", "The model to use, set to a batch of rows.", columns_in
     )
 
-    def model_for(info: Info[Context, None], value: Any) -> tuple[LoadedModel, Any]:
-        name, member = _chosen(value, names)
-        return info.context.services.models.current(name), member
-
     @strawberry.type
     class PredictQuery:
         @strawberry.field(
@@ -140,10 +116,7 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
             info: Info[Context, None],
             input: predict_input,  # type: ignore[valid-type]
         ) -> Prediction | None:
-            model, member = model_for(info, input)
-            return await predict_one(
-                info.context, model, to_row[model.metadata.name](member)
-            )
+            raise NotImplementedError(REPLACED)
 
         @strawberry.field(
             extensions=requires(Permission.PREDICT_RUN),
@@ -158,10 +131,7 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
             info: Info[Context, None],
             input: batch_input,  # type: ignore[valid-type]
         ) -> PredictionBatch | None:
-            model, member = model_for(info, input)
-            return await predict_many(
-                info.context, model, to_columns[model.metadata.name](member)
-            )
+            raise NotImplementedError(REPLACED)
 
     return PredictQuery
 
@@ -192,8 +162,8 @@ def direct_resolvers(shapes: Iterable[ModelShape]) -> dict[str, Callable[..., An
     graphql-core has already checked and coerced the input against the
     generated types; Strawberry would then rebuild it as objects, which for
     one row costs more than the prediction. These resolvers read the
-    coerced mappings directly. They replace the Strawberry resolvers once the
-    schema is built (`install_direct_resolvers`) and share their code.
+    coerced mappings directly, and replace the declared resolvers once the
+    schema is built (`install_direct_resolvers`).
     """
     models = {graphql_field_name(shape.name): shape.name for shape in shapes}
     features = {
@@ -204,12 +174,12 @@ def direct_resolvers(shapes: Iterable[ModelShape]) -> dict[str, Callable[..., An
     }
 
     def chosen(info: Any, value: dict[str, Any]) -> tuple[LoadedModel, dict[str, Any]]:
-        # The oneOf input holds exactly one model, checked by graphql-core.
+        # graphql-core has checked that the oneOf input names exactly one model.
         ((field, member),) = value.items()
         name = models[field]
         names = features[name]
-        given = {names[key]: item for key, item in member.items() if item is not None}
-        return info.context.services.models.current(name), given
+        values = {names[key]: item for key, item in member.items() if item is not None}
+        return info.context.services.models.current(name), values
 
     async def predict(_source: Any, info: Any, input: dict[str, Any]) -> Prediction:
         model, row = chosen(info, input)
