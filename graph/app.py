@@ -61,7 +61,7 @@ class FieldguardGraphQL(GraphQL[Context, None]):
         return load_json(data)
 
     def encode_json(self, data: object) -> bytes:
-        # A batch answer holds thousands of floats, which orjson writes
+        # A batch response contains thousands of floats, which orjson writes
         # several times faster than the standard encoder.
         return orjson.dumps(data)
 

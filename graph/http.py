@@ -222,7 +222,7 @@ class RequestGuard:
     ) -> None:
         self.app = app
         # Paths served by their own ASGI app rather than through `app`, with
-        # `owner` (the FastAPI app, whose state holds the services) in scope.
+        # `owner` (the FastAPI app, whose state contains the services) in scope.
         self.owner = owner
         self.routes = routes or {}
         self.trusted_proxies = trusted_proxies

@@ -69,7 +69,7 @@ class OwnerOrDirective:
 
 
 class ResolveInfo(Protocol):
-    """What a rule reads of graphql-core's resolve info."""
+    """The part of graphql-core's resolve info that rules read."""
 
     context: Context
     field_name: str
@@ -92,7 +92,7 @@ def _deny(info: ResolveInfo, permission: Permission | None = None) -> NoReturn:
 
 
 class Rule:
-    """Who may resolve a field. `check` raises ClientError for everyone else."""
+    """A field's access rule: `check` raises ClientError for a caller it denies."""
 
     directive: object
 

@@ -42,9 +42,9 @@ def import_model(
 ) -> ModelMetadata:
     """Register a CatBoost model file as a new version of model `name`.
 
-    What the file holds is read from it: feature names, which features are
-    categorical, the loss (hence classification or regression), the classes
-    and the training metrics. What it cannot hold comes from `overrides`:
+    The file provides the feature names, which features are categorical, the
+    loss (hence classification or regression), the classes and the training
+    metrics. What it cannot contain comes from `overrides`:
     feature descriptions, allowed categories (CatBoost keeps only their
     hashes), ranges, the target's name and a description of the training
     data. A categorical feature without listed categories passes unseen

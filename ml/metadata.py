@@ -8,9 +8,9 @@ from typing import Literal
 
 FeatureKind = Literal["numeric", "categorical"]
 Task = Literal["classification", "regression"]
-# What happens to a categorical value the model never saw in training:
-# `reject` fails the row with an error naming the feature; `model` passes it
-# to CatBoost, which scores it like a rare category.
+# The handling of a categorical value never seen in training. `reject` fails
+# the row with an error naming the feature. `model` passes the value to
+# CatBoost, which scores it as a category with no training rows.
 UnseenPolicy = Literal["reject", "model"]
 
 MODEL_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,47}")
@@ -95,18 +95,18 @@ class ModelMetadata:
         raw = json.loads(text)
         if not isinstance(raw, dict) or not isinstance(raw.get("features"), list):
             raise ValueError("metadata must be an object with a list of features")
-        known = {f.name for f in fields(FeatureSpec)}
+        feature_keys = {f.name for f in fields(FeatureSpec)}
         features = tuple(
             FeatureSpec(
                 **{
-                    **{k: v for k, v in spec.items() if k in known},
+                    **{k: v for k, v in spec.items() if k in feature_keys},
                     "categories": tuple(spec.get("categories", ())),
                 }
             )
             for spec in raw.pop("features")
         )
-        known = {f.name for f in fields(cls)}
-        raw = {k: v for k, v in raw.items() if k in known}
+        model_keys = {f.name for f in fields(cls)}
+        raw = {k: v for k, v in raw.items() if k in model_keys}
         metadata = cls(
             **{**raw, "classes": tuple(raw.get("classes", ())), "features": features}
         )

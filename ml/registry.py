@@ -291,7 +291,7 @@ def load_all(model_dir: Path) -> dict[str, LoadedModel]:
     """Load the active version of every model in the folder.
 
     Raises:
-        ModelUnavailable: The folder holds no model, or one of them cannot
+        ModelUnavailable: The folder contains no model, or one of them cannot
             be loaded; the message names it.
     """
     names = list_models(model_dir)

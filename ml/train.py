@@ -47,7 +47,7 @@ TRAINING_DATA = (
 
 
 def penguins_shape() -> ModelShape:
-    """The GraphQL shape of the bundled model, known without training it."""
+    """Return the GraphQL shape of the bundled model, known without training it."""
     return ModelShape(
         name=MODEL_NAME,
         task="classification",

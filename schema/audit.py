@@ -122,8 +122,9 @@ class AuditBuffer:
     transaction per request would cost more than the prediction. Events
     keep the time they happened and reach the database within `max_delay`
     seconds, in one transaction per batch. A failed write is retried with
-    the next batch; only when `max_pending` events wait (the database has
-    been down for a long time) are the oldest dropped, with an error logged.
+    the next batch. When `max_pending` events are waiting, because the
+    database has been down for a long time, the oldest are dropped and an
+    error is logged.
     `close()` writes what is left, at shutdown.
     """
 

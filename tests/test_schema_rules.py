@@ -71,8 +71,8 @@ def test_schema_file_matches_code(capsys):
 
 def test_every_field_resolves_through_its_rule():
     """The rules are put in front of graphql-core's resolvers after Strawberry
-    builds the schema; a change in how Strawberry links its fields would
-    leave fields unguarded, and this test fails then."""
+    builds the schema. If Strawberry changed how it links its fields, fields
+    would be left unguarded and this test would fail."""
     schema = build_schema()._schema
     unguarded = [
         f"{type_name}.{field_name}"

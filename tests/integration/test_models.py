@@ -164,7 +164,7 @@ query($input: PredictInput!) {
 """
 
 
-def test_a_second_model_gets_its_own_typed_input(registry: RunningService):
+def test_second_model_has_typed_input(registry: RunningService):
     admin = registry.login("admin")
     row = {"island": "Biscoe", "sex": "male", "flipperLengthMm": 225.0}
     result = registry.execute(MASS_PREDICT, {"input": {"mass": row}}, token=admin)
@@ -172,10 +172,12 @@ def test_a_second_model_gets_its_own_typed_input(registry: RunningService):
     assert result.errors == []
     prediction = result.data["predict"]
     assert prediction["modelName"] == "mass"
-    assert prediction["label"] is None and prediction["probabilities"] is None
+    assert prediction["label"] is None
+    assert prediction["probabilities"] is None
     assert 4500 < prediction["value"] < 6500  # a large Gentoo male
     explanation = prediction["explanation"]
-    assert explanation["unit"] == "target" and explanation["label"] is None
+    assert explanation["unit"] == "target"
+    assert explanation["label"] is None
     assert [c["feature"] for c in explanation["contributions"]] == [
         "island",
         "sex",
@@ -188,7 +190,7 @@ def test_a_second_model_gets_its_own_typed_input(registry: RunningService):
     assert math.isclose(total, prediction["value"], rel_tol=1e-6)
 
 
-def test_a_feature_of_another_model_is_refused(registry: RunningService):
+def test_predict_rejects_other_models_feature(registry: RunningService):
     admin = registry.login("admin")
     result = registry.execute(
         MASS_PREDICT, {"input": {"mass": {"bodyMassG": 3000.0}}}, token=admin
@@ -214,7 +216,8 @@ def test_regression_batch_returns_values(registry: RunningService):
     )
     batch = result.data["predictBatch"]
     assert result.errors == []
-    assert batch["rows"] == 2 and batch["labels"] is None
+    assert batch["rows"] == 2
+    assert batch["labels"] is None
     assert batch["probabilities"] is None
     assert batch["values"][0] > batch["values"][1]
 
@@ -222,7 +225,7 @@ def test_regression_batch_returns_values(registry: RunningService):
 @pytest.mark.parametrize(
     ("row", "code", "field"),
     [
-        # `sex` passes unseen values to the model, as its metadata says.
+        # The metadata of `sex` passes unseen values to the model.
         pytest.param(
             {"sex": "unknown", "flipperLengthMm": 200.0}, None, None, id="passed-on"
         ),
@@ -283,21 +286,19 @@ def test_exported_schema_lists_every_model(registry: RunningService):
     assert "flipperLengthMm: Float" in sdl[sdl.index("input MassFeatures") :]
 
 
-def test_a_version_with_other_features_waits_for_a_restart(
-    registry: RunningService, tmp_path
-):
+def test_activation_rejects_other_features(registry: RunningService, tmp_path):
     other = train_elsewhere(tmp_path / "other.cbm", ["island", "bill_depth_mm"], 10)
     imported = run_cli(registry.env, "import-model", str(other), "--name", "mass")
     assert imported.returncode == 0, imported.stderr
     admin = registry.login("admin")
 
-    refused = registry.execute(
+    rejected = registry.execute(
         'mutation { activateModelVersion(name: "mass", version: "2") '
         "{ activeVersion } }",
         token=admin,
     )
-    assert refused.codes() == ["BAD_USER_INPUT"]
-    assert "restart" in refused.errors[0]["message"]
+    assert rejected.codes() == ["BAD_USER_INPUT"]
+    assert "restart" in rejected.errors[0]["message"]
     row = {"island": "Dream", "flipperLengthMm": 190.0}
     still = registry.execute(MASS_PREDICT, {"input": {"mass": row}}, token=admin)
     assert still.data["predict"]["modelVersion"] == "1"
@@ -316,7 +317,7 @@ def test_a_version_with_other_features_waits_for_a_restart(
         ),
     ],
 )
-def test_import_refuses_what_it_cannot_serve(
+def test_import_rejects_unservable_models(
     registry: RunningService, tmp_path, content, arguments, message
 ):
     path = tmp_path / "model.cbm"

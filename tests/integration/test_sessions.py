@@ -283,8 +283,8 @@ def test_retry_from_another_client_is_reuse(service: RunningService):
     assert service.refresh(first["refreshToken"]).codes() == ["UNAUTHENTICATED"]
 
 
-def test_a_change_from_another_process_ends_cached_tokens(service: RunningService):
-    """The server keeps sign-in state between requests; a password set with
+def test_cached_token_ends_on_cli_change(service: RunningService):
+    """The server keeps sign-in state between requests. A password set with
     the command line, in another process, must still end the old token on
     its next use."""
     _, username, _ = service.add_user(["viewer"])
