@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 
 from graph.errors import is_unexpected
 from graph.introspection import IntrospectionGuard
+from graph.known import KnownOperations, remember_known
 from graph.limits import request_rules
 from graph.metrics import OperationMetrics
 from graph.permissions import guard_schema
@@ -36,12 +37,19 @@ class FieldguardSchema(strawberry.Schema):
     invalid input are expected and would drown the real faults.
     """
 
+    known_operations: KnownOperations
+
     def process_errors(
         self,
         errors: list[GraphQLError],
         execution_context: ExecutionContext | None = None,
     ) -> None:
         request_id = _request_id(execution_context) if execution_context else None
+        self.log_unexpected(errors, request_id)
+
+    def log_unexpected(
+        self, errors: list[GraphQLError], request_id: str | None
+    ) -> None:
         for error in errors:
             if not is_unexpected(error):
                 continue
@@ -76,6 +84,7 @@ def build_schema(
             0 turns batching off.
     """
     shapes = models or (penguins_shape(),)
+    known = KnownOperations()
     schema = FieldguardSchema(
         query=build_query(shapes),
         mutation=Mutation,
@@ -94,6 +103,7 @@ def build_schema(
             ),
             *([IntrospectionGuard] if guard_introspection else []),
             OperationMetrics,
+            remember_known(known),
         ],
         config=StrawberryConfig(
             scalar_map=COLUMN_SCALARS,
@@ -104,6 +114,7 @@ def build_schema(
             ),
         ),
     )
+    schema.known_operations = known
     install_direct_resolvers(schema._schema, shapes)
     guard_schema(schema._schema)
     return schema

@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
@@ -15,11 +16,12 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from graph.api import build_schema
+from graph.api import FieldguardSchema, build_schema
 from graph.context import Context, build_context
 from graph.errors import to_client_errors
 from graph.health import healthz, readyz
-from graph.http import ASGIApp, RequestGuard, load_json
+from graph.http import ASGIApp, Message, Receive, RequestGuard, Scope, Send, load_json
+from graph.known import KnownOperationRunner
 from graph.metrics import MODEL_LOAD, metrics_endpoint
 from graph.services import (
     PermissionCache,
@@ -53,6 +55,31 @@ class FieldguardGraphQL(GraphQL[Context, None]):
     router would add dependency solving and its middleware to every request
     and do nothing with them.
     """
+
+    def __init__(self, schema: FieldguardSchema, **options: Any) -> None:
+        super().__init__(schema, **options)
+        self.known_runner: KnownOperationRunner | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run known operations directly; hand everything else to Strawberry."""
+        runner = self.known_runner
+        if runner is None or scope["type"] != "http" or scope["method"] != "POST":
+            await super().__call__(scope, receive, send)
+            return
+        # The request guard has read the body and replays it as one message.
+        first = await receive()
+        if await runner.run(scope, first.get("body", b""), send):
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return first
+
+        await super().__call__(scope, replay, send)
 
     async def get_context(self, request: Request, response: Response) -> Context:
         return await build_context(request)
@@ -161,6 +188,12 @@ def create_app(
         # No subscriptions: the WebSocket transport would bypass the error
         # handling of the HTTP path.
         subscription_protocols=(),
+    )
+    graphql_view.known_runner = KnownOperationRunner(
+        schema,
+        schema.known_operations,
+        build_context,
+        hide_suggestions=settings.is_production,
     )
     app = FastAPI(
         title="fieldguard",

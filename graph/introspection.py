@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 
-from graphql import FieldNode, GraphQLError, visit
+from graphql import DocumentNode, FieldNode, GraphQLError, visit
 from graphql.language import Visitor
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
@@ -25,6 +25,13 @@ class _IntrospectionFinder(Visitor):
         return None
 
 
+def uses_introspection(document: DocumentNode) -> bool:
+    """Tell whether a document selects `__schema` or `__type` anywhere."""
+    finder = _IntrospectionFinder()
+    visit(document, finder)
+    return finder.found
+
+
 class IntrospectionGuard(SchemaExtension):
     """Refuses any document that uses `__schema` or `__type` to callers lacking
     schema:introspect, however the fields are aliased or hidden in fragments.
@@ -36,14 +43,13 @@ class IntrospectionGuard(SchemaExtension):
         context = self.execution_context
         document = context.graphql_document
         if document is not None:
-            finder = _IntrospectionFinder()
-            visit(document, finder)
+            found = uses_introspection(document)
             principal = getattr(context.context, "principal", None)
             allowed = (
                 principal is not None
                 and Permission.SCHEMA_INTROSPECT.value in principal.permissions
             )
-            if finder.found and not allowed:
+            if found and not allowed:
                 # A result set here makes Strawberry skip execution.
                 context.result = ExecutionResult(
                     data=None, errors=[_rejection(signed_in=principal is not None)]

@@ -8,8 +8,9 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from graphql import GraphQLError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -78,27 +79,46 @@ class OperationMetrics(SchemaExtension):
         started = time.perf_counter()
         yield
         context = self.execution_context
-        name = (context.operation_name or "anonymous")[:MAX_OPERATION_LABEL]
         result = context.result
         errors = getattr(result, "errors", None) or context.pre_execution_errors or []
-        code = client_code(errors[0]) if errors else "OK"
-        elapsed = time.perf_counter() - started
-        REQUESTS.labels(operation=name, code=code).inc()
-        LATENCY.labels(operation=name).observe(elapsed)
-        request_context = context.context
-        principal = getattr(request_context, "principal", None)
-        operations_logger.info(
-            "GraphQL operation",
-            extra={
-                "fields": {
-                    "operation": name,
-                    "code": code,
-                    "latency_ms": round(elapsed * 1000, 2),
-                    "user_id": principal.user_id if principal else None,
-                    "request_id": getattr(request_context, "request_id", None),
-                }
-            },
+        record_operation(
+            context.operation_name,
+            errors,
+            time.perf_counter() - started,
+            context.context,
         )
+
+
+def record_operation(
+    operation_name: str | None,
+    errors: Sequence[GraphQLError],
+    elapsed: float,
+    request_context: object,
+    *,
+    known: bool = False,
+) -> None:
+    """Count and time one operation by name and outcome code, and log it.
+
+    `known` marks operations run on the known-operation path.
+    """
+    name = (operation_name or "anonymous")[:MAX_OPERATION_LABEL]
+    code = client_code(errors[0]) if errors else "OK"
+    REQUESTS.labels(operation=name, code=code).inc()
+    LATENCY.labels(operation=name).observe(elapsed)
+    principal = getattr(request_context, "principal", None)
+    operations_logger.info(
+        "GraphQL operation",
+        extra={
+            "fields": {
+                "operation": name,
+                "code": code,
+                "latency_ms": round(elapsed * 1000, 2),
+                "user_id": principal.user_id if principal else None,
+                "request_id": getattr(request_context, "request_id", None),
+                "known": known,
+            }
+        },
+    )
 
 
 def _registry() -> CollectorRegistry | None:

@@ -1,0 +1,115 @@
+"""Known operations: a query sent again runs on the direct path, and its
+response equals the one the full Strawberry path returned."""
+
+import re
+import time
+import uuid
+
+import pytest
+
+from tests.support import RunningService
+
+PREDICT = """
+query Known($input: PredictInput!) {
+  predict(input: $input) { label probabilities { label probability } }
+}
+"""
+
+CASES = [
+    pytest.param(
+        "analyst", PREDICT, {"input": {"penguins": {"island": "Dream"}}}, id="data"
+    ),
+    pytest.param(
+        "viewer", PREDICT, {"input": {"penguins": {"island": "Dream"}}}, id="denied"
+    ),
+    pytest.param(
+        None, PREDICT, {"input": {"penguins": {"island": "Dream"}}}, id="anonymous"
+    ),
+    pytest.param(
+        "analyst",
+        PREDICT,
+        {"input": {"penguins": {"bodyMassG": "heavy"}}},
+        id="variable-type",
+    ),
+    pytest.param(
+        "analyst",
+        PREDICT,
+        {"input": {"penguins": {"island": "Atlantis"}}},
+        id="invalid-feature",
+    ),
+    pytest.param(
+        "analyst",
+        "query Page($n: Int) { users(limit: $n) { totalCount } }",
+        {"n": 100_000},
+        id="page-limit",
+    ),
+    pytest.param("viewer", "query Me { me { username roles { name } } }", {}, id="me"),
+]
+
+
+def _without_request_ids(value: object) -> object:
+    if isinstance(value, dict):
+        return {
+            key: _without_request_ids(item)
+            for key, item in value.items()
+            if key != "requestId"
+        }
+    if isinstance(value, list):
+        return [_without_request_ids(item) for item in value]
+    return value
+
+
+def _ran_known(service: RunningService, request_id: str) -> bool:
+    """Return the `known` field of the request's operation log line."""
+    pattern = re.compile(rf"GraphQL operation .*request_id={request_id} known=(\w+)")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        match = pattern.search(service.log_text())
+        if match:
+            return match.group(1) == "True"
+        time.sleep(0.05)
+    raise AssertionError(f"no operation line for request {request_id}")
+
+
+@pytest.mark.parametrize(("persona", "query", "variables"), CASES)
+def test_known_path_matches_full_path(
+    service: RunningService, tokens, persona, query, variables
+):
+    # A comment makes the text new, so the first request takes the full path.
+    text = f"# {uuid.uuid4().hex}\n{query}"
+    token = tokens[persona] if persona else None
+    body = {"query": text, "variables": variables}
+
+    first = service.post(body, token=token)
+    second = service.post(body, token=token)
+
+    assert first.status_code == second.status_code == 200
+    assert _without_request_ids(second.json()) == _without_request_ids(first.json())
+    assert not _ran_known(service, first.headers["x-request-id"])
+    assert _ran_known(service, second.headers["x-request-id"])
+
+
+@pytest.mark.parametrize(
+    ("persona", "query", "operation"),
+    [
+        pytest.param("viewer", "{ me { nosuchfield } }", None, id="invalid"),
+        # Anonymous, so that the mutation changes nothing.
+        pytest.param(None, "mutation { logout }", None, id="mutation"),
+        pytest.param(
+            "admin", "{ __schema { queryType { name } } }", None, id="introspection"
+        ),
+        pytest.param(
+            "viewer", "query A { me { id } } query B { me { id } }", "A", id="two"
+        ),
+    ],
+)
+def test_other_documents_stay_on_full_path(
+    service: RunningService, tokens, persona, query, operation
+):
+    body = {"query": f"# {uuid.uuid4().hex}\n{query}", "operationName": operation}
+    token = tokens[persona] if persona else None
+
+    service.post(body, token=token)
+    second = service.post(body, token=token)
+
+    assert not _ran_known(service, second.headers["x-request-id"])
