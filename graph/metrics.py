@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from graphql import GraphQLError
 from prometheus_client import (
@@ -68,8 +69,50 @@ ACTIVE_SESSIONS = Gauge(
 MODEL_LOAD = Histogram(
     "fieldguard_model_load_seconds", "Time to load and check a model at start."
 )
-# Client-chosen operation names are cut and counted under a bounded label.
+# Operation names are chosen by clients: each is cut to MAX_OPERATION_LABEL
+# characters, and only the first MAX_OPERATION_NAMES distinct names get their
+# own series (see OperationSeries).
 MAX_OPERATION_LABEL = 64
+MAX_OPERATION_NAMES = 256
+OTHER_OPERATIONS = "other"
+
+
+class OperationSeries:
+    """The request counter and latency histogram of each operation name.
+
+    Names after the first `max_names` are counted as OTHER_OPERATIONS, so
+    that no client can grow the metrics, and the memory they hold, without
+    bound. Found series are kept: looking them up by label values takes a
+    lock and several lookups.
+    """
+
+    def __init__(self, requests: Counter, latency: Histogram, max_names: int) -> None:
+        self._requests = requests
+        self._latency = latency
+        self._max_names = max_names
+        self._names: set[str] = set()
+        self._series: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def get(self, name: str, code: str) -> tuple[Any, Any]:
+        found = self._series.get((name, code))
+        if found is not None:
+            return found
+        if name not in self._names:
+            if len(self._names) >= self._max_names:
+                name = OTHER_OPERATIONS
+            else:
+                self._names.add(name)
+        found = self._series.get((name, code))
+        if found is None:
+            found = (
+                self._requests.labels(operation=name, code=code),
+                self._latency.labels(operation=name),
+            )
+            self._series[(name, code)] = found
+        return found
+
+
+OPERATION_SERIES = OperationSeries(REQUESTS, LATENCY, MAX_OPERATION_NAMES)
 
 
 class OperationMetrics(SchemaExtension):
@@ -96,15 +139,18 @@ def record_operation(
     request_context: object,
     *,
     known: bool = False,
+    planned: bool = False,
 ) -> None:
     """Count and time one operation by name and outcome code, and log it.
 
-    `known` marks operations run on the known-operation path.
+    `known` marks operations run on the known-operation path, and `planned`
+    those of them run by an execution plan.
     """
     name = (operation_name or "anonymous")[:MAX_OPERATION_LABEL]
     code = client_code(errors[0]) if errors else "OK"
-    REQUESTS.labels(operation=name, code=code).inc()
-    LATENCY.labels(operation=name).observe(elapsed)
+    requests, latency = OPERATION_SERIES.get(name, code)
+    requests.inc()
+    latency.observe(elapsed)
     principal = getattr(request_context, "principal", None)
     operations_logger.info(
         "GraphQL operation",
@@ -116,6 +162,7 @@ def record_operation(
                 "user_id": principal.user_id if principal else None,
                 "request_id": getattr(request_context, "request_id", None),
                 "known": known,
+                "planned": planned,
             }
         },
     )
