@@ -117,4 +117,5 @@ def build_schema(
     schema.known_operations = known
     install_direct_resolvers(schema._schema, shapes)
     guard_schema(schema._schema)
+    known.schema = schema._schema
     return schema

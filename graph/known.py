@@ -15,12 +15,13 @@ the request, need no check here. Everything else goes through Strawberry.
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from inspect import isawaitable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from graphql import (
     DocumentNode,
     GraphQLError,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     execute,
@@ -33,24 +34,38 @@ from graph.errors import to_client_errors
 from graph.http import load_json
 from graph.introspection import uses_introspection
 from graph.metrics import record_operation
+from graph.plans import OperationPlan, plan_for
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+class KnownOperation(NamedTuple):
+    """A validated document, with its execution plan when it has one."""
+
+    document: DocumentNode
+    plan: OperationPlan | None
+
+
 class KnownOperations:
-    """Validated query documents by their text, keeping the most recently used."""
+    """Validated query documents by their text, keeping the most recently used.
+
+    `schema`, the graphql-core schema the documents were validated against,
+    is set once it is built; documents remembered from then on get a plan.
+    """
 
     def __init__(self, max_entries: int = 256) -> None:
-        self._documents: LruCache[str, DocumentNode] = LruCache(max_entries)
+        self._documents: LruCache[str, KnownOperation] = LruCache(max_entries)
+        self.schema: GraphQLSchema | None = None
 
-    def get(self, query: str) -> DocumentNode | None:
+    def get(self, query: str) -> KnownOperation | None:
         return self._documents.get(query)
 
     def remember(self, query: str, document: DocumentNode) -> None:
         if _is_plain_query(document):
-            self._documents.put(query, document)
+            plan = plan_for(self.schema, document) if self.schema else None
+            self._documents.put(query, KnownOperation(document, plan))
 
 
 def _is_plain_query(document: DocumentNode) -> bool:
@@ -125,30 +140,36 @@ class KnownOperationRunner:
             or not (operation_name is None or isinstance(operation_name, str))
         ):
             return False
-        document = self.known.get(query)
-        if document is None:
+        known = self.known.get(query)
+        if known is None:
             return False
 
         started = time.perf_counter()
         context = await self.build_context(Request(scope))
-        result = execute(
-            self.schema._schema,
-            document,
-            variable_values=variables,
-            operation_name=operation_name,
-            context_value=context,
-        )
+        plan = known.plan
+        planned = plan is not None and operation_name in (None, plan.name)
+        if planned:
+            result = plan.run(variables, context)  # type: ignore[union-attr]
+        else:
+            result = execute(
+                self.schema._schema,
+                known.document,
+                variable_values=variables,
+                operation_name=operation_name,
+                context_value=context,
+            )
         if isawaitable(result):
             result = await result
         errors: list[GraphQLError] = list(result.errors or ())
         if errors:
             self.schema.log_unexpected(errors, context.request_id)
         record_operation(
-            operation_name or _operation_name(document),
+            operation_name or _operation_name(known.document),
             errors,
             time.perf_counter() - started,
             context,
             known=True,
+            planned=planned,
         )
         response: dict[str, Any] = {"data": result.data}
         if errors:

@@ -59,14 +59,16 @@ def _without_request_ids(value: object) -> object:
     return value
 
 
-def _ran_known(service: RunningService, request_id: str) -> bool:
-    """Return the `known` field of the request's operation log line."""
-    pattern = re.compile(rf"GraphQL operation .*request_id={request_id} known=(\w+)")
+def _path(service: RunningService, request_id: str) -> tuple[bool, bool]:
+    """Return the `known` and `planned` fields of the request's operation line."""
+    pattern = re.compile(
+        rf"GraphQL operation .*request_id={request_id} known=(\w+) planned=(\w+)"
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         match = pattern.search(service.log_text())
         if match:
-            return match.group(1) == "True"
+            return match.group(1) == "True", match.group(2) == "True"
         time.sleep(0.05)
     raise AssertionError(f"no operation line for request {request_id}")
 
@@ -85,8 +87,8 @@ def test_known_path_matches_full_path(
 
     assert first.status_code == second.status_code == 200
     assert _without_request_ids(second.json()) == _without_request_ids(first.json())
-    assert not _ran_known(service, first.headers["x-request-id"])
-    assert _ran_known(service, second.headers["x-request-id"])
+    assert _path(service, first.headers["x-request-id"]) == (False, False)
+    assert _path(service, second.headers["x-request-id"]) == (True, True)
 
 
 @pytest.mark.parametrize(
@@ -112,4 +114,19 @@ def test_other_documents_stay_on_full_path(
     service.post(body, token=token)
     second = service.post(body, token=token)
 
-    assert not _ran_known(service, second.headers["x-request-id"])
+    assert _path(service, second.headers["x-request-id"]) == (False, False)
+
+
+def test_documents_without_a_plan_run_on_graphql_core(service: RunningService, tokens):
+    query = (
+        "query Me($full: Boolean!) "
+        "{ me { username roles @include(if: $full) { name } } }"
+    )
+    body = {"query": f"# {uuid.uuid4().hex}\n{query}", "variables": {"full": True}}
+
+    first = service.post(body, token=tokens["viewer"])
+    second = service.post(body, token=tokens["viewer"])
+
+    assert second.json() == first.json()
+    assert second.json()["data"]["me"]["roles"] == [{"name": "viewer"}]
+    assert _path(service, second.headers["x-request-id"]) == (True, False)

@@ -1,0 +1,594 @@
+"""Execution plans for known query documents.
+
+For each request, graphql-core works out again which fields a document
+selects, which resolver and type each field has and how its value is
+completed. For a validated document, none of that changes between
+requests. A plan records it once. Running it calls each field's resolver, rule check
+included, and completes the values by the recorded steps, with
+graphql-core's own variable and argument coercion, error locations and
+null propagation.
+
+A document gets no plan, and runs on graphql-core, when it uses what plans
+leave out: directives, interface or union types, a response key selected
+more than once in one selection set, or a fragment whose type condition
+names another type.
+
+Fields run one after another: a field whose resolver returns an awaitable
+is awaited once its siblings have been resolved, and before the next
+object is completed. graphql-core would await siblings together; the
+result is the same.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Iterable
+from inspect import isawaitable
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    default_field_resolver,
+    is_leaf_type,
+    is_object_type,
+    located_error,
+)
+from graphql.execution import get_argument_values, get_variable_values
+from graphql.pyutils import (
+    Path,
+    Undefined,
+    gather_with_cancel,
+    inspect,
+    is_awaitable,
+    is_iterable,
+)
+from graphql.type.definition import GraphQLResolveInfoHelpers
+
+# graphql-core's own bound on variable coercion errors in one request.
+MAX_COERCION_ERRORS = 50
+_LEAF, _LIST, _OBJECT = 0, 1, 2
+
+
+class Unsupported(Exception):
+    """The document uses something a plan does not cover."""
+
+
+class _Output:
+    """The completion steps of one output type."""
+
+    __slots__ = ("fields", "item", "kind", "leaf", "non_null", "object_type")
+
+    def __init__(self) -> None:
+        self.non_null = False
+        self.kind = _LEAF
+        self.leaf: GraphQLLeafType | None = None
+        self.item: _Output | None = None
+        self.object_type: GraphQLObjectType | None = None
+        self.fields: tuple[_Field, ...] = ()
+
+
+class _Field:
+    """One selected field: its key, definition, resolver and output steps."""
+
+    __slots__ = (
+        "definition",
+        "has_arguments",
+        "key",
+        "name",
+        "node",
+        "nodes",
+        "output",
+        "parent_type",
+        "return_type",
+        "typename",
+    )
+
+    def __init__(
+        self,
+        node: FieldNode,
+        parent_type: GraphQLObjectType,
+        definition: GraphQLField | None,
+    ) -> None:
+        self.node = node
+        self.nodes = [node]
+        self.name = node.name.value
+        self.key = node.alias.value if node.alias else self.name
+        self.parent_type = parent_type
+        # `__typename` has no definition on the type: its value is the name.
+        self.typename = definition is None
+        self.definition = definition
+        self.return_type: GraphQLOutputType | None = None
+        self.has_arguments = False
+        self.output = _Output()
+        if definition is not None:
+            self.return_type = definition.type
+            self.has_arguments = bool(definition.args or node.arguments)
+
+
+class OperationPlan:
+    """The recorded execution steps of one query document (see `run`)."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode) -> None:
+        """Record the steps of `document`, which must have passed validation.
+
+        Raises:
+            Unsupported: The document needs graphql-core's full executor.
+        """
+        operations = [
+            d for d in document.definitions if isinstance(d, OperationDefinitionNode)
+        ]
+        if len(operations) != 1 or operations[0].operation != OperationType.QUERY:
+            raise Unsupported("one query operation is needed")
+        self.operation = operations[0]
+        if self.operation.directives:
+            raise Unsupported("operation directives")
+        self.fragments: dict[str, FragmentDefinitionNode] = {}
+        for definition in document.definitions:
+            if isinstance(definition, FragmentDefinitionNode):
+                if definition.directives or definition.variable_definitions:
+                    raise Unsupported("fragment directives or variables")
+                self.fragments[definition.name.value] = definition
+        root = schema.query_type
+        if root is None:
+            raise Unsupported("no query type")
+        self.schema = schema
+        self.name = self.operation.name.value if self.operation.name else None
+        self.root = root
+        self.fields = self._fields(root, self.operation.selection_set)
+
+    def _fields(
+        self, parent_type: GraphQLObjectType, selection_set: SelectionSetNode
+    ) -> tuple[_Field, ...]:
+        nodes: list[FieldNode] = []
+        self._collect(parent_type, selection_set, nodes, depth=0)
+        fields = []
+        keys = set()
+        for node in nodes:
+            name = node.name.value
+            if name == "__typename":
+                field = _Field(node, parent_type, None)
+            elif name.startswith("__") or name not in parent_type.fields:
+                raise Unsupported(f"field {name}")
+            else:
+                field = _Field(node, parent_type, parent_type.fields[name])
+                self._output(field.output, field.definition.type, node)  # type: ignore[union-attr]
+            if field.key in keys:
+                raise Unsupported(f"key {field.key} selected twice")
+            keys.add(field.key)
+            fields.append(field)
+        return tuple(fields)
+
+    def _collect(
+        self,
+        parent_type: GraphQLObjectType,
+        selection_set: SelectionSetNode,
+        into: list[FieldNode],
+        depth: int,
+    ) -> None:
+        if depth > len(self.fragments) + 1:
+            raise Unsupported("fragments nested in a cycle")
+        for selection in selection_set.selections:
+            if selection.directives:
+                raise Unsupported("field or fragment directives")
+            if isinstance(selection, FieldNode):
+                into.append(selection)
+                continue
+            if isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                inner = selection.selection_set
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = self.fragments.get(selection.name.value)
+                if fragment is None:
+                    raise Unsupported("unknown fragment")
+                condition = fragment.type_condition
+                inner = fragment.selection_set
+            else:  # pragma: no cover - no other selection kind exists
+                raise Unsupported(type(selection).__name__)
+            if condition is not None and condition.name.value != parent_type.name:
+                raise Unsupported("fragment on another type")
+            self._collect(parent_type, inner, into, depth + 1)
+
+    def _output(self, output: _Output, type_: Any, node: FieldNode) -> None:
+        if isinstance(type_, GraphQLNonNull):
+            output.non_null = True
+            type_ = type_.of_type
+        if isinstance(type_, GraphQLList):
+            output.kind = _LIST
+            output.item = _Output()
+            self._output(output.item, type_.of_type, node)
+        elif is_leaf_type(type_):
+            output.kind = _LEAF
+            output.leaf = type_
+        elif is_object_type(type_):
+            if node.selection_set is None:
+                raise Unsupported("object without a selection")
+            output.kind = _OBJECT
+            output.object_type = type_
+            output.fields = self._fields(type_, node.selection_set)
+        else:
+            raise Unsupported(f"type {type_}")
+
+    def run(
+        self, variables: dict[str, Any] | None, context: Any
+    ) -> ExecutionResult | Awaitable[ExecutionResult]:
+        """Execute the document, with the result graphql-core's `execute` gives."""
+        coerced = get_variable_values(
+            self.schema,
+            self.operation.variable_definitions or (),
+            variables or {},
+            max_errors=MAX_COERCION_ERRORS,
+        )
+        if isinstance(coerced, list):
+            return ExecutionResult(data=None, errors=coerced)
+        return _Run(self, coerced, context).execute()
+
+
+class _Run:
+    """The state of one execution: variables, context and errors."""
+
+    def __init__(self, plan: OperationPlan, variables: Any, context: Any) -> None:
+        self.plan = plan
+        self.variables = variables
+        self.context = context
+        self.errors: list[GraphQLError] = []
+        self.background: set[Any] = set()
+        self.helpers = GraphQLResolveInfoHelpers(gather=self._gather, track=self._track)
+
+    def execute(self) -> ExecutionResult | Awaitable[ExecutionResult]:
+        plan = self.plan
+        try:
+            data = self.fields(plan.fields, None, None)
+        except GraphQLError as error:
+            return self.result(None, error)
+        if isawaitable(data):
+            return self._finish(data)
+        return self.result(data, None)
+
+    async def _finish(self, data: Awaitable[dict[str, Any]]) -> ExecutionResult:
+        try:
+            return self.result(await data, None)
+        except GraphQLError as error:
+            return self.result(None, error)
+
+    def result(
+        self, data: dict[str, Any] | None, error: GraphQLError | None
+    ) -> ExecutionResult:
+        if error is not None:
+            self.errors.append(error)
+        return ExecutionResult(data=data, errors=self.errors or None)
+
+    def fields(
+        self, fields: tuple[_Field, ...], source: Any, path: Path | None
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """Resolve and complete `fields` of `source` into a response object.
+
+        Raises:
+            GraphQLError: A non-null field failed, so this object is null.
+        """
+        data: dict[str, Any] = {}
+        pending: list[tuple[str, Awaitable[Any]]] | None = None
+        try:
+            for field in fields:
+                value = self.field(
+                    field, source, Path(path, field.key, field.parent_type.name)
+                )
+                if isawaitable(value):
+                    if pending is None:
+                        pending = []
+                    pending.append((field.key, value))
+                    data[field.key] = None
+                else:
+                    data[field.key] = value
+        except BaseException:
+            if pending:
+                _close(value for _, value in pending)
+            raise
+        if pending is None:
+            return data
+        return self._await_fields(data, pending)
+
+    @staticmethod
+    async def _await_fields(
+        data: dict[str, Any], pending: list[tuple[str, Awaitable[Any]]]
+    ) -> dict[str, Any]:
+        for index, (key, value) in enumerate(pending):
+            try:
+                data[key] = await value
+            except BaseException:
+                _close(later for _, later in pending[index + 1 :])
+                raise
+        return data
+
+    def field(self, field: _Field, source: Any, path: Path) -> Any:
+        """Resolve one field and complete its value, or handle its error."""
+        if field.typename:
+            return field.parent_type.name
+        info = GraphQLResolveInfo(
+            field.name,
+            field.nodes,
+            field.return_type,  # type: ignore[arg-type]
+            field.parent_type,
+            path,
+            self.plan.schema,
+            self.plan.fragments,
+            None,
+            self.plan.operation,
+            self.variables,
+            self.context,
+            is_awaitable,
+            None,
+            self.helpers,
+        )
+        try:
+            arguments = (
+                get_argument_values(field.definition, field.node, self.variables)  # type: ignore[arg-type]
+                if field.has_arguments
+                else {}
+            )
+            # Read on each call, so that the plan follows the schema's resolvers.
+            resolve = field.definition.resolve or default_field_resolver  # type: ignore[union-attr]
+            result = resolve(source, info, **arguments)
+            if isawaitable(result):
+                return self._await_field(field, field.output, info, path, result)
+            completed = self.complete(field.output, info, path, result)
+            if isawaitable(completed):
+                return self._await_completed(field.output, field, path, completed)
+        except Exception as error:
+            return self.failed(error, field.output, field, path)
+        return completed
+
+    async def _await_field(
+        self,
+        field: _Field,
+        output: _Output,
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Awaitable[Any],
+    ) -> Any:
+        try:
+            completed = self.complete(output, info, path, await result)
+            if isawaitable(completed):
+                completed = await completed
+        except Exception as error:
+            return self.failed(error, output, field, path)
+        return completed
+
+    async def _await_completed(
+        self, output: _Output, field: _Field, path: Path, completed: Awaitable[Any]
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as error:
+            return self.failed(error, output, field, path)
+
+    def failed(
+        self, error: Exception, output: _Output, field: _Field, path: Path
+    ) -> None:
+        """Locate a field error, then raise it for a non-null field or record it.
+
+        Raises:
+            GraphQLError: The field is non-null, so its parent becomes null.
+        """
+        located = located_error(error, field.nodes, path.as_list())
+        if output.non_null:
+            raise located
+        self.errors.append(located)
+
+    def complete(
+        self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
+    ) -> Any:
+        """Complete `result` by the steps of its type, as graphql-core does.
+
+        Raises:
+            Exception: The value does not fit the type; the caller locates it.
+        """
+        if isinstance(result, Exception):
+            raise result
+        if output.non_null:
+            completed = self._complete_nullable(output, info, path, result)
+            if isawaitable(completed):
+                return self._not_null(completed, info)
+            if completed is None:
+                raise TypeError(_null_message(info))
+            return completed
+        return self._complete_nullable(output, info, path, result)
+
+    async def _not_null(
+        self, completed: Awaitable[Any], info: GraphQLResolveInfo
+    ) -> Any:
+        value = await completed
+        if value is None:
+            raise TypeError(_null_message(info))
+        return value
+
+    def _complete_nullable(
+        self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
+    ) -> Any:
+        if result is None or result is Undefined:
+            return None
+        kind = output.kind
+        if kind == _LEAF:
+            leaf = output.leaf
+            coerced = leaf.coerce_output_value(result)  # type: ignore[union-attr]
+            if coerced is Undefined or coerced is None:
+                raise TypeError(
+                    f"Expected `{inspect(leaf)}.coerce_output_value("
+                    f"{inspect(result)})` to return non-nullable value, returned:"
+                    f" {inspect(coerced)}"
+                )
+            return coerced
+        if kind == _OBJECT:
+            object_type = output.object_type
+            assert object_type is not None
+            if object_type.is_type_of is not None:
+                fits = object_type.is_type_of(result, info)
+                if isawaitable(fits):
+                    return self._object_after_check(output, info, path, result, fits)
+                if not fits:
+                    raise _wrong_type(object_type, result, info)
+            return self.fields(output.fields, result, path)
+        return self._complete_list(output, info, path, result)
+
+    async def _object_after_check(
+        self,
+        output: _Output,
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Any,
+        fits: Awaitable[bool],
+    ) -> Any:
+        object_type = output.object_type
+        assert object_type is not None
+        if not await fits:
+            raise _wrong_type(object_type, result, info)
+        completed = self.fields(output.fields, result, path)
+        return await completed if isawaitable(completed) else completed
+
+    def _complete_list(
+        self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
+    ) -> Any:
+        if hasattr(result, "__aiter__"):
+            return self._complete_async_list(output, info, path, result)
+        if not is_iterable(result):
+            raise GraphQLError(
+                "Expected Iterable, but did not find one for field"
+                f" '{info.parent_type}.{info.field_name}'."
+            )
+        item = output.item
+        assert item is not None
+        completed: list[Any] = []
+        pending: list[int] | None = None
+        try:
+            for index, value in enumerate(result):
+                item_path = Path(path, index, None)
+                try:
+                    if isawaitable(value):
+                        done = self._await_item(item, info, item_path, value)
+                    else:
+                        done = self.complete(item, info, item_path, value)
+                        if isawaitable(done):
+                            done = self._await_item_completion(
+                                item, info, item_path, done
+                            )
+                except Exception as error:
+                    done = self.item_failed(error, item, info, item_path)
+                if isawaitable(done):
+                    if pending is None:
+                        pending = []
+                    pending.append(index)
+                completed.append(done)
+        except BaseException:
+            if pending:
+                _close(completed[index] for index in pending)
+            raise
+        if pending is None:
+            return completed
+        return self._await_items(completed, pending)
+
+    async def _complete_async_list(
+        self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
+    ) -> list[Any]:
+        values = [value async for value in result]
+        completed = self._complete_list(output, info, path, values)
+        return await completed if isawaitable(completed) else completed
+
+    @staticmethod
+    async def _await_items(completed: list[Any], pending: list[int]) -> list[Any]:
+        for position, index in enumerate(pending):
+            try:
+                completed[index] = await completed[index]
+            except BaseException:
+                _close(completed[later] for later in pending[position + 1 :])
+                raise
+        return completed
+
+    async def _await_item(
+        self, item: _Output, info: GraphQLResolveInfo, path: Path, value: Any
+    ) -> Any:
+        try:
+            completed = self.complete(item, info, path, await value)
+            if isawaitable(completed):
+                completed = await completed
+        except Exception as error:
+            return self.item_failed(error, item, info, path)
+        return completed
+
+    async def _await_item_completion(
+        self, item: _Output, info: GraphQLResolveInfo, path: Path, done: Any
+    ) -> Any:
+        try:
+            return await done
+        except Exception as error:
+            return self.item_failed(error, item, info, path)
+
+    def item_failed(
+        self, error: Exception, item: _Output, info: GraphQLResolveInfo, path: Path
+    ) -> None:
+        """Locate the error of one list item, then raise or record it.
+
+        Raises:
+            GraphQLError: The item type is non-null, so the list becomes null.
+        """
+        located = located_error(error, info.field_nodes, path.as_list())
+        if item.non_null:
+            raise located
+        self.errors.append(located)
+
+    def _gather(self, values: Iterable[Awaitable[Any]]) -> Awaitable[list[Any]]:
+        return gather_with_cancel(*values)
+
+    def _track(self, values: Iterable[Any]) -> None:
+        # Work that a resolver starts without awaiting it keeps running. The
+        # reference stops the task from being collected before it ends.
+        for value in values:
+            if isawaitable(value):
+                task = asyncio.ensure_future(value)
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
+
+
+def _close(values: Iterable[Any]) -> None:
+    """Close coroutines that will not be awaited, so that none is left pending."""
+    for value in values:
+        close = getattr(value, "close", None)
+        if close is not None:
+            close()
+
+
+def _null_message(info: GraphQLResolveInfo) -> str:
+    return (
+        f"Cannot return null for non-nullable field"
+        f" {info.parent_type}.{info.field_name}."
+    )
+
+
+def _wrong_type(
+    object_type: GraphQLObjectType, result: Any, info: GraphQLResolveInfo
+) -> GraphQLError:
+    return GraphQLError(
+        f"Expected value of type '{object_type}' but got: {inspect(result)}.",
+        info.field_nodes,
+    )
+
+
+def plan_for(schema: GraphQLSchema, document: DocumentNode) -> OperationPlan | None:
+    """Return the plan of a validated document, or None when it needs graphql-core."""
+    try:
+        return OperationPlan(schema, document)
+    except Unsupported:
+        return None
