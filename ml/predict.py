@@ -3,6 +3,7 @@
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import catboost
 import numpy as np
@@ -66,9 +67,14 @@ class Explanation:
 def _validate_numeric(spec: FeatureSpec, value: object) -> float:
     if type(value) not in _NUMBER_TYPES:
         raise InvalidFeatures(spec.name, f"must be a number (got {_show(value)}).")
-    number = float(value)  # type: ignore[arg-type]
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number):
-        raise InvalidFeatures(spec.name, f"must be a finite number (got {value!r}).")
+        raise InvalidFeatures(
+            spec.name, f"must be a finite number (got {_show(value)})."
+        )
     if spec.minimum is not None and number <= spec.minimum:
         raise InvalidFeatures(
             spec.name, f"must be greater than {spec.minimum:g} (got {number:g})."
@@ -98,7 +104,10 @@ def _unseen(spec: FeatureSpec, value: str) -> InvalidFeatures:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer longer than Python converts to text
+        return "a number too long to show"
     return text if len(text) <= 42 else text[:40] + "..."
 
 
@@ -194,27 +203,45 @@ def _numeric_column(spec: FeatureSpec, column: Sequence[object]) -> np.ndarray:
         raise InvalidFeatures(
             spec.name, f"must be a number (got {_show(column[row])}).", row=row
         )
-    has_missing = _NONE in types
-    if has_missing and spec.required:
+    missing = column.count(None) if _NONE in types else 0
+    if missing and spec.required:
         raise InvalidFeatures(spec.name, "is required.", row=column.index(None))
-    numbers = np.array(column, dtype=np.float64)
-    present = (
-        np.not_equal(np.array(column, dtype=object), None)
-        if has_missing
-        else np.ones(len(column), dtype=bool)
-    )
-    bad = present & ~np.isfinite(numbers)
+    try:
+        # numpy turns None into NaN.
+        numbers = np.array(column, dtype=np.float64)
+    except OverflowError:
+        numbers = None
+    if numbers is None or np.count_nonzero(np.isnan(numbers)) != missing:
+        # An integer too large for a float, or a NaN sent as a number.
+        row = _first_row(column, lambda v: v is not None and not _is_finite(v))
+        _raise_at(spec, column, row)
+    # Comparisons with NaN are false, so missing values pass the ranges.
+    bad = np.isinf(numbers)
     if spec.minimum is not None:
-        bad |= present & (numbers <= spec.minimum)
+        bad |= numbers <= spec.minimum
     if spec.maximum is not None:
-        bad |= present & (numbers > spec.maximum)
+        bad |= numbers > spec.maximum
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        try:
-            _validate_numeric(spec, column[row])
-        except InvalidFeatures as error:
-            raise InvalidFeatures(spec.name, error.reason, row=row) from None
+        _raise_at(spec, column, int(np.flatnonzero(bad)[0]))
     return numbers
+
+
+def _is_finite(value: object) -> bool:
+    try:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return False
+
+
+def _raise_at(spec: FeatureSpec, column: Sequence[object], row: int) -> NoReturn:
+    """Raise the error `_validate_numeric` gives for the value in `row`."""
+    try:
+        _validate_numeric(spec, column[row])
+    except InvalidFeatures as error:
+        raise InvalidFeatures(spec.name, error.reason, row=row) from None
+    raise AssertionError(
+        f"row {row} of {spec.name} passed its check"
+    )  # pragma: no cover
 
 
 def _categorical_column(

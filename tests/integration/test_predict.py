@@ -340,6 +340,9 @@ def post_json_text(service: RunningService, text: str, token: str) -> httpx.Resp
         pytest.param('{"penguins": {"bodyMassG": Infinity}}', id="infinity"),
         pytest.param('{"penguins": {"bodyMassG": -Infinity}}', id="minus-infinity"),
         pytest.param('{"penguins": {"bodyMassG": 1e999}}', id="overflow"),
+        pytest.param(
+            '{"penguins": {"bodyMassG": 1' + "0" * 400 + "}}", id="integer-overflow"
+        ),
     ],
 )
 def test_predict_rejects_non_finite_numbers(service: RunningService, tokens, body):
@@ -353,16 +356,26 @@ def test_predict_rejects_non_finite_numbers(service: RunningService, tokens, bod
     assert service.is_alive()
 
 
-def test_batch_names_non_finite_row(service: RunningService, tokens):
+@pytest.mark.parametrize(
+    ("column", "row"),
+    [
+        pytest.param("[3000.0, 4000.0, NaN]", 2, id="nan"),
+        pytest.param("[null, NaN, 4000.0]", 1, id="nan-after-missing"),
+        pytest.param("[3000.0, 1" + "0" * 400 + "]", 1, id="integer-overflow"),
+        pytest.param("[null, 3000.0, -Infinity]", 2, id="infinity"),
+    ],
+)
+def test_batch_names_non_finite_row(service: RunningService, tokens, column, row):
     raw = (
         '{"query": "query($input: PredictBatchInput!) { predictBatch(input: $input) '
         '{ labels } }", "variables": {"input": {"penguins": '
-        '{"bodyMassG": [3000.0, 4000.0, NaN]}}}}'
+        '{"bodyMassG": ' + column + "}}}}"
     )
     error = post_json_text(service, raw, tokens["viewer"]).json()["errors"][0]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["extensions"]["row"] == 2
+    assert error["extensions"]["row"] == row
     assert error["extensions"]["field"] == "bodyMassG"
+    assert len(error["message"]) < 300
 
 
 @pytest.mark.parametrize(
