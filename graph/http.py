@@ -147,6 +147,10 @@ def _check_batch(value: list[object], max_operations: int) -> str | None:
     return None
 
 
+# Key, in the ASGI scope's state, of the checked JSON value of the body.
+PARSED_BODY = "fieldguard.parsed_body"
+
+
 def load_json(body: bytes | str) -> Any:
     """Parse JSON with orjson, falling back to the standard parser.
 
@@ -164,8 +168,11 @@ def load_json(body: bytes | str) -> Any:
         return json.loads(text)
 
 
-def _check_json(body: bytes, max_batch: int) -> tuple[ErrorCode, str] | None:
-    """Return why `body` is not a usable GraphQL JSON request, or None."""
+def _check_json(body: bytes, max_batch: int) -> tuple[ErrorCode, str] | object:
+    """Return why `body` is not a usable GraphQL JSON request, or its value.
+
+    A problem is an (ErrorCode, message) tuple; a JSON value never is one.
+    """
     try:
         value = load_json(body)
     except UnicodeDecodeError:
@@ -184,7 +191,7 @@ def _check_json(body: bytes, max_batch: int) -> tuple[ErrorCode, str] | None:
         reason = _unstorable_string(value)
         if reason is not None:
             return ErrorCode.BAD_USER_INPUT, reason
-    return None
+    return value
 
 
 def _check_query_string(scope: Scope) -> tuple[ErrorCode, str] | None:
@@ -280,10 +287,12 @@ class RequestGuard:
         # Strawberry parses any body whose type contains application/json, so
         # every such body is checked, not just the exact media type.
         if body and b"application/json" in content_type:
-            problem = _check_json(body, self.max_batch_operations)
-            if problem is not None:
-                await reply(400, problem[1], problem[0])
+            checked = _check_json(body, self.max_batch_operations)
+            if isinstance(checked, tuple):
+                await reply(400, checked[1], checked[0])
                 return
+            # The known-operation runner reads this value instead of parsing again.
+            scope["state"][PARSED_BODY] = checked
 
         await self._forward(scope, body, receive, send, request_id, reply)
 

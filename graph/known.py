@@ -31,7 +31,7 @@ from strawberry.extensions import SchemaExtension
 
 from graph.caching import LruCache
 from graph.errors import to_client_errors
-from graph.http import load_json
+from graph.http import PARSED_BODY, load_json
 from graph.introspection import uses_introspection
 from graph.metrics import record_operation
 from graph.plans import OperationPlan, plan_for
@@ -125,10 +125,12 @@ class KnownOperationRunner:
                 content_type = value.lower()
         if scope.get("method") != "POST" or b"application/json" not in content_type:
             return False
-        try:
-            payload = load_json(body)
-        except ValueError:
-            return False
+        payload = scope.get("state", {}).get(PARSED_BODY)
+        if payload is None:
+            try:
+                payload = load_json(body)
+            except ValueError:
+                return False
         if not isinstance(payload, dict):
             return False
         query = payload.get("query")
