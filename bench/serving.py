@@ -1398,9 +1398,13 @@ def compute_ratios(results: Results, service_input: str) -> list[dict[str, Any]]
     """Return the target ratios, each with its value, target and outcome."""
     predict = results.load[FG_PREDICT]
     rest = results.load[REST_PREDICT]
-    raw = results.catboost[str(BATCH_ROWS)][service_input]
+    raw = results.catboost[str(BATCH_ROWS)]
+    batch = results.one_client[FG_BATCH].median_ms
     listed = results.guarded_list
-    entries = [
+    # The target is against `predict_proba` called on a list of rows, as a
+    # team calls it. The input form fieldguard builds is faster; its ratio is
+    # shown too, with no target.
+    entries: list[tuple[str, float, str, float | None]] = [
         (
             "fieldguard predict / REST requests/s (wrk)",
             predict.requests_per_second / rest.requests_per_second,
@@ -1415,10 +1419,23 @@ def compute_ratios(results: Results, service_input: str) -> list[dict[str, Any]]
         ),
         (
             f"fieldguard predictBatch one-client median / raw CatBoost "
-            f"{BATCH_ROWS:,}-row median ({CATBOOST_FORMS[service_input]})",
-            results.one_client[FG_BATCH].median_ms / raw.median_ms,
+            f"{BATCH_ROWS:,}-row median ({CATBOOST_FORMS['list']})",
+            batch / raw["list"].median_ms,
             "<=",
             2.0,
+        ),
+        *(
+            [
+                (
+                    f"the same / raw CatBoost {BATCH_ROWS:,}-row median "
+                    f"({CATBOOST_FORMS[service_input]}, the service's input form)",
+                    batch / raw[service_input].median_ms,
+                    "",
+                    None,
+                )
+            ]
+            if service_input != "list"
+            else []
         ),
         (
             "guarded / unguarded 1,000-item list median",
@@ -1431,8 +1448,14 @@ def compute_ratios(results: Results, service_input: str) -> list[dict[str, Any]]
         {
             "ratio": name,
             "value": value,
-            "target": f"{comparison} {target}",
-            "met": value >= target if comparison == ">=" else value <= target,
+            "target": f"{comparison} {target}" if target is not None else None,
+            "met": (
+                None
+                if target is None
+                else value >= target
+                if comparison == ">="
+                else value <= target
+            ),
         }
         for name, value, comparison, target in entries
     ]
@@ -1510,11 +1533,17 @@ def print_report(results: Results, options: Options) -> None:
     print("| --- | ---: | --- | --- |")
     for ratio in results.ratios:
         print(
-            f"| {ratio['ratio']} | {ratio['value']:.2f} | {ratio['target']} "
-            f"| {'yes' if ratio['met'] else 'no'} |"
+            f"| {ratio['ratio']} | {ratio['value']:.2f} | {ratio['target'] or '-'} "
+            f"| {_shown_outcome(ratio['met'])} |"
         )
     for warning in results.warnings:
         print(f"\nWARNING: {warning}")
+
+
+def _shown_outcome(met: bool | None) -> str:
+    if met is None:
+        return "-"
+    return "yes" if met else "no"
 
 
 def write_json(results: Results, path: Path) -> None:
