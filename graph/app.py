@@ -17,7 +17,7 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
 from graph.api import FieldguardSchema, build_schema
-from graph.context import Context, build_context
+from graph.context import Context, build_context, context_from_scope
 from graph.errors import to_client_errors
 from graph.health import healthz, readyz
 from graph.http import ASGIApp, Message, Receive, RequestGuard, Scope, Send, load_json
@@ -215,7 +215,7 @@ def create_app(
     graphql_view.known_runner = KnownOperationRunner(
         schema,
         schema.known_operations,
-        build_context,
+        context_from_scope,
         hide_suggestions=settings.is_production,
     )
     app = FieldguardApp(

@@ -7,6 +7,7 @@ once, so that permission checks on every field are set lookups.
 
 import logging
 import uuid
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -219,10 +220,28 @@ def client_ip(
 
 
 async def build_context(request: Request) -> Context:
-    services: Services = request.app.state.services
-    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-    request.state.request_id = request_id
-    authorization = request.headers.getlist("authorization")
+    return await context_from_scope(request.scope)
+
+
+async def context_from_scope(scope: MutableMapping[str, Any]) -> Context:
+    """Build the context of an HTTP request from its ASGI scope.
+
+    The headers are read from the scope in one pass: Starlette's request
+    object would build a header map and a state object for each request.
+    """
+    services: Services = scope["app"].state.services
+    state = scope.setdefault("state", {})
+    request_id = state.get("request_id") or uuid.uuid4().hex
+    state["request_id"] = request_id
+    authorization: list[str] = []
+    forwarded_for = user_agent = None
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            authorization.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-for" and forwarded_for is None:
+            forwarded_for = value.decode("latin-1")
+        elif name == b"user-agent" and user_agent is None:
+            user_agent = value.decode("latin-1")
     if len(authorization) > 1:
         # Proxies disagree on which of several headers counts; trust none.
         principal, failure = None, "several Authorization headers were sent"
@@ -230,15 +249,16 @@ async def build_context(request: Request) -> Context:
         principal, failure = await load_principal(
             services, authorization[0] if authorization else None
         )
+    client = scope.get("client")
     return Context(
         services=services,
         request_id=request_id,
         principal=principal,
         auth_failure=failure,
         client_ip=client_ip(
-            request.client.host if request.client else None,
-            request.headers.get("x-forwarded-for"),
+            client[0] if client else None,
+            forwarded_for,
             services.settings.trusted_proxy_set,
         ),
-        user_agent=request.headers.get("user-agent"),
+        user_agent=user_agent,
     )

@@ -26,7 +26,6 @@ from graphql import (
     OperationType,
     execute,
 )
-from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
 
 from graph.caching import LruCache
@@ -101,7 +100,8 @@ class KnownOperationRunner:
         schema: The Strawberry schema. Its graphql-core schema executes, and
             its `log_unexpected` logs unexpected errors as on the full path.
         known: The documents this schema has validated.
-        build_context: Builds the request context, as the view does.
+        build_context: Builds the request context from the ASGI scope, as the
+            view does.
         hide_suggestions: As for `to_client_errors`.
     """
 
@@ -109,7 +109,7 @@ class KnownOperationRunner:
         self,
         schema: Any,
         known: KnownOperations,
-        build_context: Callable[[Request], Awaitable[Any]],
+        build_context: Callable[[Message], Awaitable[Any]],
         *,
         hide_suggestions: bool,
     ) -> None:
@@ -147,7 +147,7 @@ class KnownOperationRunner:
             return False
 
         started = time.perf_counter()
-        context = await self.build_context(Request(scope))
+        context = await self.build_context(scope)
         plan = known.plan
         planned = plan is not None and operation_name in (None, plan.name)
         if planned:
