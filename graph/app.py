@@ -39,7 +39,7 @@ from graph.tokens import public_jwks
 from ml.registry import LoadedModel, load_all
 from schema.audit import AuditBuffer
 from schema.database import create_service_engine, create_session_factory
-from schema.revocation import marker_for
+from schema.revocation import listener_for, marker_for
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,9 @@ def create_app(
         throttle = build_throttle(settings)
         session_factory = create_session_factory(engine)
         audit_buffer = AuditBuffer(session_factory, accounts.cipher)
+        listener = listener_for(engine.url)
+        if listener is not None:
+            listener.start()
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -171,7 +174,7 @@ def create_app(
             quota=build_quota(settings, throttle),
             permission_cache=PermissionCache(),
             audit_buffer=audit_buffer,
-            change_marker=marker_for(engine.url),
+            change_marker=listener or marker_for(engine.url),
         )
         logger.info(
             "Serving %s on %s database (%s mode)",
@@ -191,6 +194,8 @@ def create_app(
             yield
         finally:
             await audit_buffer.close()
+            if listener is not None:
+                await listener.stop()
             await engine.dispose()
 
     schema = build_schema(

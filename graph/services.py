@@ -23,7 +23,7 @@ from schema.clock import Clock, OffsetClock
 from schema.crypto import DataCipher
 from schema.errors import NotFound
 from schema.passwords import PasswordHasher, PasswordPolicy, ThreadedPasswordHasher
-from schema.revocation import ChangeMarker
+from schema.revocation import Marker
 from schema.sessions import SessionPolicy, touch
 from schema.throttle import (
     LoginThrottle,
@@ -159,7 +159,7 @@ class Services:
     audit_buffer: AuditBuffer
     # Shared by the processes of one SQLite database; None for PostgreSQL,
     # where every request checks the database.
-    change_marker: ChangeMarker | None = None
+    change_marker: Marker | None = None
     access_cache: AccessCache = field(default_factory=AccessCache)
     verified_tokens: VerifiedTokens = field(init=False)
 

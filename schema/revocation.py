@@ -6,18 +6,25 @@ the same: every commit that touches users, roles, sessions or API keys
 replaces it, in whichever process the commit ran. Reading it is one `stat`
 call.
 
-The marker is a file beside a SQLite database, so it is shared by every
-process using that database: workers and the command line alike. With
-PostgreSQL, whose services may span machines, there is no marker and the
-database is checked on every request.
+With SQLite, the marker is a file beside the database, so it is shared by
+every process using that database: workers and the command line alike.
+
+With PostgreSQL, triggers on those tables send a notice on a channel when a
+transaction that changed them commits, and each process listens for it
+(`ChangeListener`). The marker is then a count of the notices received, so
+a change reaches other processes once its notice arrives, normally within
+milliseconds. While the listening connection is down, there is no marker
+and the database is checked on every request.
 """
 
+import asyncio
 import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -33,6 +40,16 @@ WATCHED_TABLES = frozenset(
 )
 WATCHED_CLASSES = (User, Role, SessionRow, ApiKey)
 CHANGED = "fieldguard_auth_changed"
+# The PostgreSQL notice channel, which the 0005 migration's triggers use.
+CHANNEL = "fieldguard_auth_changed"
+# The listening connection's application name, followed by the process id,
+# as pg_stat_activity shows it.
+LISTENER_NAME = "fieldguard-change-listener"
+
+
+class Marker(Protocol):
+    def current(self) -> object | None:
+        """Return the marker, or None when changes cannot be seen right now."""
 
 
 class ChangeMarker:
@@ -76,6 +93,90 @@ def marker_for(url: URL) -> ChangeMarker | None:
     if marker is None:
         marker = _MARKERS[database] = ChangeMarker(Path(database + ".auth-marker"))
     return marker
+
+
+class ChangeListener:
+    """The marker of a PostgreSQL database: the count of notices received.
+
+    `start` runs a task that keeps one connection listening on CHANNEL and
+    reconnects after a failure. Every `probe_seconds` without a notice, a
+    query with a `probe_seconds` timeout checks that the connection still
+    answers. The count moves on each notice and on each new connection, as
+    notices sent while it was down are lost.
+
+    NOTE: if the connection stops delivering notices without failing, a
+    change can go unseen for up to twice `probe_seconds`.
+    """
+
+    def __init__(self, conninfo: str, *, probe_seconds: float = 2.0) -> None:
+        self._conninfo = conninfo
+        self._probe_seconds = probe_seconds
+        self._count = 0
+        self._listening = False
+        self._task: asyncio.Task[None] | None = None
+
+    def current(self) -> int | None:
+        return self._count if self._listening else None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="change-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any connection failure
+                if self._listening:
+                    failures = 0
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    logger.warning(
+                        "Not listening for sign-in changes (attempt %s): %s; "
+                        "checking the database on every request until it works",
+                        failures,
+                        type(error).__name__,
+                    )
+            finally:
+                self._listening = False
+            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+
+    async def _listen(self) -> None:
+        connection = await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=5,
+            application_name=f"{LISTENER_NAME} {os.getpid()}",
+        )
+        async with connection:
+            await connection.execute(f"LISTEN {CHANNEL}")
+            self._count += 1
+            self._listening = True
+            logger.info("Listening for sign-in changes on %s", CHANNEL)
+            while True:
+                async for _notice in connection.notifies(timeout=self._probe_seconds):
+                    self._count += 1
+                async with asyncio.timeout(self._probe_seconds):
+                    await connection.execute("SELECT 1")
+
+
+def listener_for(url: URL) -> ChangeListener | None:
+    """Return a change listener for a PostgreSQL database, None for others."""
+    if url.get_backend_name() != "postgresql":
+        return None
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return ChangeListener(conninfo)
 
 
 class ServiceSession(Session):

@@ -1,8 +1,10 @@
 """Sessions, refresh tokens and the cases where access tokens stop at once."""
 
 import threading
+import time
 
 import jwt
+import pytest
 
 from tests.support import RunningService, run_cli, strong_password
 
@@ -297,4 +299,15 @@ def test_cached_token_ends_on_cli_change(service: RunningService):
     )
 
     assert changed.returncode == 0, changed.stderr
+    if service.database_url.startswith("postgresql"):
+        # The change reaches the server as a notice, a moment after the commit.
+        deadline = time.monotonic() + 2
+        while _codes(service, token) == [] and time.monotonic() < deadline:
+            time.sleep(0.02)
     assert _codes(service, token) == ["UNAUTHENTICATED"]
+
+
+def test_server_listens_for_changes_on_postgresql(service: RunningService):
+    if not service.database_url.startswith("postgresql"):
+        pytest.skip("SQLite uses a marker file, which other tests cover")
+    assert "Listening for sign-in changes" in service.log_text()
