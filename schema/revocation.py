@@ -96,13 +96,16 @@ def marker_for(url: URL) -> ChangeMarker | None:
 
 
 class ChangeListener:
-    """The marker of a PostgreSQL database: the count of notices received.
+    """The marker of a PostgreSQL database: the count of change notices.
 
     `start` runs a task that keeps one connection listening on CHANNEL and
-    reconnects after a failure. Every `probe_seconds` without a notice, a
-    query with a `probe_seconds` timeout checks that the connection still
-    answers. The count moves on each notice and on each new connection, as
-    notices sent while it was down are lost.
+    reconnects after a failure. Trigger notices have an empty payload, and
+    each one moves the count. Every `probe_seconds` without one, and before
+    the first use, the listener sends itself a notice with a random payload
+    and expects it back within `probe_seconds`: a connection that stopped
+    responding, or a pooler that runs LISTEN and NOTIFY on different server
+    connections, fails the probe. The count also moves on each new
+    connection, as notices sent while none was listening are lost.
 
     NOTE: if the connection stops delivering notices without failing, a
     change can go unseen for up to twice `probe_seconds`.
@@ -161,14 +164,35 @@ class ChangeListener:
         )
         async with connection:
             await connection.execute(f"LISTEN {CHANNEL}")
+            await self._probe(connection)
             self._count += 1
             self._listening = True
             logger.info("Listening for sign-in changes on %s", CHANNEL)
             while True:
-                async for _notice in connection.notifies(timeout=self._probe_seconds):
+                async for notice in connection.notifies(timeout=self._probe_seconds):
+                    if not notice.payload:
+                        self._count += 1
+                await self._probe(connection)
+
+    async def _probe(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        """Send a notice to this connection and wait for it.
+
+        Raises:
+            TimeoutError: It did not come back within `probe_seconds`.
+        """
+        payload = f"probe {secrets.token_hex(8)}"
+        async with asyncio.timeout(self._probe_seconds):
+            await self._send_probe(connection, payload)
+            async for notice in connection.notifies():
+                if not notice.payload:
                     self._count += 1
-                async with asyncio.timeout(self._probe_seconds):
-                    await connection.execute("SELECT 1")
+                elif notice.payload == payload:
+                    return
+
+    async def _send_probe(
+        self, connection: psycopg.AsyncConnection[Any], payload: str
+    ) -> None:
+        await connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
 
 def listener_for(url: URL) -> ChangeListener | None:

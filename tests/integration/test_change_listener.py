@@ -132,5 +132,27 @@ def _terminate_listener(url: str) -> int:
         engine.dispose()
 
 
+class _ProbeGoesElsewhere(ChangeListener):
+    """A listener whose probe notices go to another channel, as with a pooler
+    in transaction mode, where NOTIFY can run on another server connection
+    than LISTEN. No such pooler runs here, so this subclass takes its place."""
+
+    async def _send_probe(self, connection, payload: str) -> None:
+        await connection.execute("SELECT pg_notify('elsewhere', %s)", (payload,))
+
+
+async def test_listener_missing_its_probe_does_not_cache(database_url: str):
+    template = listener_for(make_url(database_url))
+    assert template is not None
+    listener = _ProbeGoesElsewhere(template._conninfo, probe_seconds=0.2)
+    listener.start()
+    try:
+        await asyncio.sleep(1.5)
+
+        assert listener.current() is None
+    finally:
+        await listener.stop()
+
+
 def test_other_databases_have_no_listener():
     assert listener_for(make_url("sqlite:///fieldguard.db")) is None
