@@ -8,20 +8,19 @@ included, and completes the values by the recorded steps, with
 graphql-core's own variable and argument coercion, error locations and
 null propagation.
 
-A document gets no plan, and runs on graphql-core, when it uses what plans
-leave out: directives, interface or union types, a response key selected
-more than once in one selection set, or a fragment whose type condition
-names another type.
+Some documents get no plan and run on graphql-core. These are documents
+with directives, interface or union types, a response key selected more
+than once in one selection set, or a fragment on another type.
 
-Fields run one after another: a field whose resolver returns an awaitable
-is awaited once its siblings have been resolved, and before the next
-object is completed. graphql-core would await siblings together; the
-result is the same.
+As in graphql-core, sibling fields and list items whose resolvers return
+awaitables are awaited together, and when a non-null field fails, work
+already started under its parent finishes in the background while its
+errors are dropped.
 """
 
 import asyncio
-from collections.abc import Awaitable, Iterable
-from inspect import isawaitable
+from collections.abc import AsyncIterable, Awaitable, Iterable
+from contextlib import suppress
 from typing import Any
 
 from graphql import (
@@ -146,6 +145,10 @@ class OperationPlan:
         root = schema.query_type
         if root is None:
             raise Unsupported("no query type")
+        if any(schema.get_directive(name) for name in ("defer", "stream")):
+            # graphql-core's `execute` refuses such schemas for incremental
+            # delivery, which plans do not implement either.
+            raise Unsupported("incremental delivery directives")
         self.schema = schema
         self.name = self.operation.name.value if self.operation.name else None
         self.root = root
@@ -246,6 +249,9 @@ class _Run:
         self.variables = variables
         self.context = context
         self.errors: list[GraphQLError] = []
+        # Positions made null by an error; later errors below them are dropped,
+        # as work still running there can no longer change the result.
+        self.nulled: set[Path | None] = set()
         self.background: set[Any] = set()
         self.helpers = GraphQLResolveInfoHelpers(gather=self._gather, track=self._track)
 
@@ -255,7 +261,7 @@ class _Run:
             data = self.fields(plan.fields, None, None)
         except GraphQLError as error:
             return self.result(None, error)
-        if isawaitable(data):
+        if is_awaitable(data):
             return self._finish(data)
         return self.result(data, None)
 
@@ -269,8 +275,21 @@ class _Run:
         self, data: dict[str, Any] | None, error: GraphQLError | None
     ) -> ExecutionResult:
         if error is not None:
-            self.errors.append(error)
-        return ExecutionResult(data=data, errors=self.errors or None)
+            self.record(error, None)
+        # A copy: work left to settle in the background must not change it.
+        return ExecutionResult(data=data, errors=list(self.errors) or None)
+
+    def record(self, error: GraphQLError, path: Path | None) -> None:
+        """Note the error that made the value at `path` null."""
+        position = path
+        while position is not None:
+            if position in self.nulled:
+                return
+            position = position.prev
+        if None in self.nulled:
+            return
+        self.nulled.add(path)
+        self.errors.append(error)
 
     def fields(
         self, fields: tuple[_Field, ...], source: Any, path: Path | None
@@ -281,37 +300,35 @@ class _Run:
             GraphQLError: A non-null field failed, so this object is null.
         """
         data: dict[str, Any] = {}
-        pending: list[tuple[str, Awaitable[Any]]] | None = None
+        pending: list[str] | None = None
         try:
             for field in fields:
                 value = self.field(
                     field, source, Path(path, field.key, field.parent_type.name)
                 )
-                if isawaitable(value):
+                if is_awaitable(value):
                     if pending is None:
                         pending = []
-                    pending.append((field.key, value))
-                    data[field.key] = None
-                else:
-                    data[field.key] = value
-        except BaseException:
+                    pending.append(field.key)
+                data[field.key] = value
+        except Exception:
             if pending:
-                _close(value for _, value in pending)
+                self._settle([data[key] for key in pending])
             raise
         if pending is None:
             return data
         return self._await_fields(data, pending)
 
-    @staticmethod
     async def _await_fields(
-        data: dict[str, Any], pending: list[tuple[str, Awaitable[Any]]]
+        self, data: dict[str, Any], pending: list[str]
     ) -> dict[str, Any]:
-        for index, (key, value) in enumerate(pending):
-            try:
-                data[key] = await value
-            except BaseException:
-                _close(later for _, later in pending[index + 1 :])
-                raise
+        if len(pending) == 1:
+            key = pending[0]
+            data[key] = await data[key]
+            return data
+        values = await gather_with_cancel(*(data[key] for key in pending))
+        for key, value in zip(pending, values, strict=True):
+            data[key] = value
         return data
 
     def field(self, field: _Field, source: Any, path: Path) -> Any:
@@ -343,10 +360,10 @@ class _Run:
             # Read on each call, so that the plan follows the schema's resolvers.
             resolve = field.definition.resolve or default_field_resolver  # type: ignore[union-attr]
             result = resolve(source, info, **arguments)
-            if isawaitable(result):
+            if is_awaitable(result):
                 return self._await_field(field, field.output, info, path, result)
             completed = self.complete(field.output, info, path, result)
-            if isawaitable(completed):
+            if is_awaitable(completed):
                 return self._await_completed(field.output, field, path, completed)
         except Exception as error:
             return self.failed(error, field.output, field, path)
@@ -362,7 +379,7 @@ class _Run:
     ) -> Any:
         try:
             completed = self.complete(output, info, path, await result)
-            if isawaitable(completed):
+            if is_awaitable(completed):
                 completed = await completed
         except Exception as error:
             return self.failed(error, output, field, path)
@@ -387,7 +404,7 @@ class _Run:
         located = located_error(error, field.nodes, path.as_list())
         if output.non_null:
             raise located
-        self.errors.append(located)
+        self.record(located, path)
 
     def complete(
         self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
@@ -401,7 +418,7 @@ class _Run:
             raise result
         if output.non_null:
             completed = self._complete_nullable(output, info, path, result)
-            if isawaitable(completed):
+            if is_awaitable(completed):
                 return self._not_null(completed, info)
             if completed is None:
                 raise TypeError(_null_message(info))
@@ -437,11 +454,13 @@ class _Run:
             assert object_type is not None
             if object_type.is_type_of is not None:
                 fits = object_type.is_type_of(result, info)
-                if isawaitable(fits):
+                if is_awaitable(fits):
                     return self._object_after_check(output, info, path, result, fits)
                 if not fits:
                     raise _wrong_type(object_type, result, info)
             return self.fields(output.fields, result, path)
+        if isinstance(result, AsyncIterable):
+            return self._complete_async_list(output, info, path, result)
         return self._complete_list(output, info, path, result)
 
     async def _object_after_check(
@@ -457,13 +476,11 @@ class _Run:
         if not await fits:
             raise _wrong_type(object_type, result, info)
         completed = self.fields(output.fields, result, path)
-        return await completed if isawaitable(completed) else completed
+        return await completed if is_awaitable(completed) else completed
 
     def _complete_list(
         self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
     ) -> Any:
-        if hasattr(result, "__aiter__"):
-            return self._complete_async_list(output, info, path, result)
         if not is_iterable(result):
             raise GraphQLError(
                 "Expected Iterable, but did not find one for field"
@@ -475,46 +492,65 @@ class _Run:
         pending: list[int] | None = None
         try:
             for index, value in enumerate(result):
-                item_path = Path(path, index, None)
-                try:
-                    if isawaitable(value):
-                        done = self._await_item(item, info, item_path, value)
-                    else:
-                        done = self.complete(item, info, item_path, value)
-                        if isawaitable(done):
-                            done = self._await_item_completion(
-                                item, info, item_path, done
-                            )
-                except Exception as error:
-                    done = self.item_failed(error, item, info, item_path)
-                if isawaitable(done):
+                done = self._item(item, info, Path(path, index, None), value)
+                if is_awaitable(done):
                     if pending is None:
                         pending = []
                     pending.append(index)
                 completed.append(done)
-        except BaseException:
+        except Exception:
             if pending:
-                _close(completed[index] for index in pending)
+                self._settle([completed[index] for index in pending])
             raise
         if pending is None:
             return completed
         return self._await_items(completed, pending)
 
+    def _item(
+        self, item: _Output, info: GraphQLResolveInfo, path: Path, value: Any
+    ) -> Any:
+        """Complete one list item, or handle its error."""
+        try:
+            if is_awaitable(value):
+                return self._await_item(item, info, path, value)
+            done = self.complete(item, info, path, value)
+            if is_awaitable(done):
+                return self._await_item_completion(item, info, path, done)
+        except Exception as error:
+            return self.item_failed(error, item, info, path)
+        return done
+
     async def _complete_async_list(
         self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
     ) -> list[Any]:
-        values = [value async for value in result]
-        completed = self._complete_list(output, info, path, values)
-        return await completed if isawaitable(completed) else completed
+        """Complete the items of an async iterable one by one, as they come."""
+        item = output.item
+        assert item is not None
+        iterator = result.__aiter__()
+        completed: list[Any] = []
+        try:
+            while True:
+                try:
+                    value = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return completed
+                done = self._item(item, info, Path(path, len(completed), None), value)
+                completed.append(await done if is_awaitable(done) else done)
+        except BaseException:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                with suppress(Exception):
+                    await close()
+            raise
 
-    @staticmethod
-    async def _await_items(completed: list[Any], pending: list[int]) -> list[Any]:
-        for position, index in enumerate(pending):
-            try:
-                completed[index] = await completed[index]
-            except BaseException:
-                _close(completed[later] for later in pending[position + 1 :])
-                raise
+    async def _await_items(self, completed: list[Any], pending: list[int]) -> list[Any]:
+        if len(pending) == 1:
+            index = pending[0]
+            completed[index] = await completed[index]
+            return completed
+        values = await gather_with_cancel(*(completed[index] for index in pending))
+        for index, value in zip(pending, values, strict=True):
+            completed[index] = value
         return completed
 
     async def _await_item(
@@ -522,7 +558,7 @@ class _Run:
     ) -> Any:
         try:
             completed = self.complete(item, info, path, await value)
-            if isawaitable(completed):
+            if is_awaitable(completed):
                 completed = await completed
         except Exception as error:
             return self.item_failed(error, item, info, path)
@@ -547,27 +583,35 @@ class _Run:
         located = located_error(error, info.field_nodes, path.as_list())
         if item.non_null:
             raise located
-        self.errors.append(located)
+        self.record(located, path)
+
+    def _settle(self, values: list[Any]) -> None:
+        """Let work whose result is no longer needed run to its end.
+
+        A non-null error made its parent null, but resolvers already started
+        still finish, as graphql-core lets them, and their errors are dropped.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # nothing could run them: close what was started
+            for value in values:
+                close = getattr(value, "close", None)
+                if close is not None:
+                    close()
+            return
+        future = asyncio.gather(*values, return_exceptions=True)
+        self.background.add(future)
+        future.add_done_callback(self.background.discard)
 
     def _gather(self, values: Iterable[Awaitable[Any]]) -> Awaitable[list[Any]]:
         return gather_with_cancel(*values)
 
     def _track(self, values: Iterable[Any]) -> None:
-        # Work that a resolver starts without awaiting it keeps running. The
-        # reference stops the task from being collected before it ends.
-        for value in values:
-            if isawaitable(value):
-                task = asyncio.ensure_future(value)
-                self.background.add(task)
-                task.add_done_callback(self.background.discard)
-
-
-def _close(values: Iterable[Any]) -> None:
-    """Close coroutines that will not be awaited, so that none is left pending."""
-    for value in values:
-        close = getattr(value, "close", None)
-        if close is not None:
-            close()
+        # Work that a resolver starts without awaiting it keeps running, and
+        # its errors are collected rather than left unretrieved.
+        awaitables = [value for value in values if is_awaitable(value)]
+        if awaitables:
+            self._settle(awaitables)
 
 
 def _null_message(info: GraphQLResolveInfo) -> str:
