@@ -317,19 +317,7 @@ class _Run:
             raise
         if pending is None:
             return data
-        return self._await_fields(data, pending)
-
-    async def _await_fields(
-        self, data: dict[str, Any], pending: list[str]
-    ) -> dict[str, Any]:
-        if len(pending) == 1:
-            key = pending[0]
-            data[key] = await data[key]
-            return data
-        values = await gather_with_cancel(*(data[key] for key in pending))
-        for key, value in zip(pending, values, strict=True):
-            data[key] = value
-        return data
+        return _await_pending(data, pending)
 
     def field(self, field: _Field, source: Any, path: Path) -> Any:
         """Resolve one field and complete its value, or handle its error."""
@@ -360,48 +348,52 @@ class _Run:
             # Read on each call, so that the plan follows the schema's resolvers.
             resolve = field.definition.resolve or default_field_resolver  # type: ignore[union-attr]
             result = resolve(source, info, **arguments)
-            if is_awaitable(result):
-                return self._await_field(field, field.output, info, path, result)
-            completed = self.complete(field.output, info, path, result)
-            if is_awaitable(completed):
-                return self._await_completed(field.output, field, path, completed)
         except Exception as error:
-            return self.failed(error, field.output, field, path)
-        return completed
+            return self.failed(error, field.output, info, path)
+        return self.completed(field.output, info, path, result)
 
-    async def _await_field(
-        self,
-        field: _Field,
-        output: _Output,
-        info: GraphQLResolveInfo,
-        path: Path,
-        result: Awaitable[Any],
+    def completed(
+        self, output: _Output, info: GraphQLResolveInfo, path: Path, value: Any
+    ) -> Any:
+        """Complete a resolved field value or list item, or handle its error."""
+        try:
+            if is_awaitable(value):
+                return self._await_value(output, info, path, value)
+            done = self.complete(output, info, path, value)
+            if is_awaitable(done):
+                return self._await_completion(output, info, path, done)
+        except Exception as error:
+            return self.failed(error, output, info, path)
+        return done
+
+    async def _await_value(
+        self, output: _Output, info: GraphQLResolveInfo, path: Path, value: Any
     ) -> Any:
         try:
-            completed = self.complete(output, info, path, await result)
-            if is_awaitable(completed):
-                completed = await completed
+            done = self.complete(output, info, path, await value)
+            if is_awaitable(done):
+                done = await done
         except Exception as error:
-            return self.failed(error, output, field, path)
-        return completed
+            return self.failed(error, output, info, path)
+        return done
 
-    async def _await_completed(
-        self, output: _Output, field: _Field, path: Path, completed: Awaitable[Any]
+    async def _await_completion(
+        self, output: _Output, info: GraphQLResolveInfo, path: Path, done: Any
     ) -> Any:
         try:
-            return await completed
+            return await done
         except Exception as error:
-            return self.failed(error, output, field, path)
+            return self.failed(error, output, info, path)
 
     def failed(
-        self, error: Exception, output: _Output, field: _Field, path: Path
+        self, error: Exception, output: _Output, info: GraphQLResolveInfo, path: Path
     ) -> None:
-        """Locate a field error, then raise it for a non-null field or record it.
+        """Locate an error, then raise it for a non-null position or record it.
 
         Raises:
-            GraphQLError: The field is non-null, so its parent becomes null.
+            GraphQLError: The position is non-null, so its parent becomes null.
         """
-        located = located_error(error, field.nodes, path.as_list())
+        located = located_error(error, info.field_nodes, path.as_list())
         if output.non_null:
             raise located
         self.record(located, path)
@@ -492,7 +484,7 @@ class _Run:
         pending: list[int] | None = None
         try:
             for index, value in enumerate(result):
-                done = self._item(item, info, Path(path, index, None), value)
+                done = self.completed(item, info, Path(path, index, None), value)
                 if is_awaitable(done):
                     if pending is None:
                         pending = []
@@ -504,21 +496,7 @@ class _Run:
             raise
         if pending is None:
             return completed
-        return self._await_items(completed, pending)
-
-    def _item(
-        self, item: _Output, info: GraphQLResolveInfo, path: Path, value: Any
-    ) -> Any:
-        """Complete one list item, or handle its error."""
-        try:
-            if is_awaitable(value):
-                return self._await_item(item, info, path, value)
-            done = self.complete(item, info, path, value)
-            if is_awaitable(done):
-                return self._await_item_completion(item, info, path, done)
-        except Exception as error:
-            return self.item_failed(error, item, info, path)
-        return done
+        return _await_pending(completed, pending)
 
     async def _complete_async_list(
         self, output: _Output, info: GraphQLResolveInfo, path: Path, result: Any
@@ -534,7 +512,9 @@ class _Run:
                     value = await iterator.__anext__()
                 except StopAsyncIteration:
                     return completed
-                done = self._item(item, info, Path(path, len(completed), None), value)
+                done = self.completed(
+                    item, info, Path(path, len(completed), None), value
+                )
                 completed.append(await done if is_awaitable(done) else done)
         except BaseException:
             close = getattr(iterator, "aclose", None)
@@ -542,48 +522,6 @@ class _Run:
                 with suppress(Exception):
                     await close()
             raise
-
-    async def _await_items(self, completed: list[Any], pending: list[int]) -> list[Any]:
-        if len(pending) == 1:
-            index = pending[0]
-            completed[index] = await completed[index]
-            return completed
-        values = await gather_with_cancel(*(completed[index] for index in pending))
-        for index, value in zip(pending, values, strict=True):
-            completed[index] = value
-        return completed
-
-    async def _await_item(
-        self, item: _Output, info: GraphQLResolveInfo, path: Path, value: Any
-    ) -> Any:
-        try:
-            completed = self.complete(item, info, path, await value)
-            if is_awaitable(completed):
-                completed = await completed
-        except Exception as error:
-            return self.item_failed(error, item, info, path)
-        return completed
-
-    async def _await_item_completion(
-        self, item: _Output, info: GraphQLResolveInfo, path: Path, done: Any
-    ) -> Any:
-        try:
-            return await done
-        except Exception as error:
-            return self.item_failed(error, item, info, path)
-
-    def item_failed(
-        self, error: Exception, item: _Output, info: GraphQLResolveInfo, path: Path
-    ) -> None:
-        """Locate the error of one list item, then raise or record it.
-
-        Raises:
-            GraphQLError: The item type is non-null, so the list becomes null.
-        """
-        located = located_error(error, info.field_nodes, path.as_list())
-        if item.non_null:
-            raise located
-        self.record(located, path)
 
     def _settle(self, values: list[Any]) -> None:
         """Let work whose result is no longer needed run to its end.
@@ -612,6 +550,20 @@ class _Run:
         awaitables = [value for value in values if is_awaitable(value)]
         if awaitables:
             self._settle(awaitables)
+
+
+async def _await_pending(values: Any, pending: list[Any]) -> Any:
+    """Replace the awaitables at `pending`, keys of a dict or indexes of a
+    list, by their results, awaiting several together as graphql-core does.
+    """
+    if len(pending) == 1:
+        key = pending[0]
+        values[key] = await values[key]
+        return values
+    results = await gather_with_cancel(*(values[key] for key in pending))
+    for key, result in zip(pending, results, strict=True):
+        values[key] = result
+    return values
 
 
 def _null_message(info: GraphQLResolveInfo) -> str:
