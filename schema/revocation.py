@@ -146,10 +146,13 @@ class ChangeListener:
                 failures += 1
                 if failures == 1 or failures % 60 == 0:
                     logger.warning(
-                        "Not listening for sign-in changes (attempt %s): %s; "
-                        "checking the database on every request until it works",
+                        "Process %s is not listening for sign-in changes "
+                        "(attempt %s): %s: %s; it reads the database on every "
+                        "request until it listens again",
+                        os.getpid(),
                         failures,
                         type(error).__name__,
+                        _describe(error),
                     )
             finally:
                 self._listening = False
@@ -167,7 +170,11 @@ class ChangeListener:
             await self._probe(connection)
             self._count += 1
             self._listening = True
-            logger.info("Listening for sign-in changes on %s", CHANNEL)
+            logger.info(
+                "Process %s is listening for sign-in changes on %s",
+                os.getpid(),
+                CHANNEL,
+            )
             while True:
                 async for notice in connection.notifies(timeout=self._probe_seconds):
                     if not notice.payload:
@@ -193,6 +200,16 @@ class ChangeListener:
         self, connection: psycopg.AsyncConnection[Any], payload: str
     ) -> None:
         await connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+
+def _describe(error: Exception) -> str:
+    """Describe a listening failure without echoing the connection string."""
+    if isinstance(error, TimeoutError):
+        return "no answer or probe notice in time"
+    if isinstance(error, psycopg.OperationalError):
+        # The server's or libpq's message: host, port, user, never a password.
+        return str(error).strip()[:200]
+    return "see the exception type"
 
 
 def listener_for(url: URL) -> ChangeListener | None:

@@ -310,4 +310,4 @@ def test_cached_token_ends_on_cli_change(service: RunningService):
 def test_server_listens_for_changes_on_postgresql(service: RunningService):
     if not service.database_url.startswith("postgresql"):
         pytest.skip("SQLite uses a marker file, which other tests cover")
-    assert "Listening for sign-in changes" in service.log_text()
+    assert "is listening for sign-in changes" in service.log_text()
