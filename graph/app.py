@@ -20,7 +20,7 @@ from graph.api import FieldguardSchema, build_schema
 from graph.context import Context, build_context, context_from_scope
 from graph.errors import to_client_errors
 from graph.health import healthz, readyz
-from graph.http import ASGIApp, Message, Receive, RequestGuard, Scope, Send, load_json
+from graph.http import ASGIApp, Receive, RequestGuard, Scope, Send, load_json
 from graph.known import KnownOperationRunner
 from graph.metrics import MODEL_LOAD, metrics_endpoint
 from graph.services import (
@@ -66,20 +66,8 @@ class FieldguardGraphQL(GraphQL[Context, None]):
         if runner is None or scope["type"] != "http" or scope["method"] != "POST":
             await super().__call__(scope, receive, send)
             return
-        # The request guard has read the body and replays it as one message.
-        first = await receive()
-        if await runner.run(scope, first.get("body", b""), send):
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return first
-
-        await super().__call__(scope, replay, send)
+        if not await runner.run(scope, send):
+            await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request, response: Response) -> Context:
         return await build_context(request)

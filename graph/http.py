@@ -22,6 +22,7 @@ from graphql import FieldNode, GraphQLError, parse, visit
 from graphql.language import Visitor
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from strawberry.http.parse_content_type import parse_content_type
 
 from graph.errors import MASKED_MESSAGE, ErrorCode
 from graph.limits import unstorable_reason
@@ -85,6 +86,22 @@ def error_body(
         ],
     }
     return json.dumps(payload).encode()
+
+
+def _headers(scope: Scope, name: bytes) -> list[bytes]:
+    return [value for key, value in scope.get("headers", ()) if key.lower() == name]
+
+
+def strawberry_reads_json(content_type: bytes) -> bool:
+    """Return whether Strawberry's view parses a body of this type as JSON.
+
+    Its rule: the media type, before any parameter and case kept, contains
+    `application/json`.
+    """
+    if content_type == b"application/json":
+        return True
+    media_type, _ = parse_content_type(content_type.decode("latin-1"))
+    return "application/json" in media_type
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -283,16 +300,22 @@ class RequestGuard:
                 maxBytes=self.max_body_bytes,
             )
             return
-        content_type = (_header(scope, b"content-type") or b"").lower()
-        # Strawberry parses any body whose type contains application/json, so
-        # every such body is checked, not just the exact media type.
-        if body and b"application/json" in content_type:
+        content_types = _headers(scope, b"content-type")
+        if len(content_types) > 1:
+            # Readers that take the first or the last would disagree.
+            await reply(400, "Send one Content-Type header.", ErrorCode.BAD_REQUEST)
+            return
+        content_type = content_types[0] if content_types else b""
+        # Any body whose type mentions application/json is checked, a wider
+        # set than Strawberry parses as JSON.
+        if body and b"application/json" in content_type.lower():
             checked = _check_json(body, self.max_batch_operations)
             if isinstance(checked, tuple):
                 await reply(400, checked[1], checked[0])
                 return
-            # The known-operation runner reads this value instead of parsing again.
-            scope["state"][PARSED_BODY] = checked
+            if strawberry_reads_json(content_type):
+                # The known-operation runner takes only this checked value.
+                scope["state"][PARSED_BODY] = checked
 
         await self._forward(scope, body, receive, send, request_id, reply)
 

@@ -30,8 +30,9 @@ from strawberry.extensions import SchemaExtension
 
 from graph.caching import LruCache
 from graph.errors import to_client_errors
-from graph.http import PARSED_BODY, load_json
+from graph.http import PARSED_BODY
 from graph.introspection import uses_introspection
+from graph.limits import MAX_CACHED_QUERY_LENGTH
 from graph.metrics import record_operation
 from graph.plans import OperationPlan, plan_for
 
@@ -41,9 +42,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class KnownOperation(NamedTuple):
-    """A validated document, with its execution plan when it has one."""
+    """A validated document, its operation's name, and its execution plan
+    when it has one."""
 
     document: DocumentNode
+    name: str | None
     plan: OperationPlan | None
 
 
@@ -62,9 +65,13 @@ class KnownOperations:
         return self._documents.get(query)
 
     def remember(self, query: str, document: DocumentNode) -> None:
-        if _is_plain_query(document):
+        # Longer documents are not kept, so that unique huge documents cannot
+        # fill memory; they take the full path every time.
+        if len(query) <= MAX_CACHED_QUERY_LENGTH and _is_plain_query(document):
             plan = plan_for(self.schema, document) if self.schema else None
-            self._documents.put(query, KnownOperation(document, plan))
+            self._documents.put(
+                query, KnownOperation(document, _operation_name(document), plan)
+            )
 
 
 def _is_plain_query(document: DocumentNode) -> bool:
@@ -118,20 +125,11 @@ class KnownOperationRunner:
         self.build_context = build_context
         self.hide_suggestions = hide_suggestions
 
-    async def run(self, scope: Message, body: bytes, send: Send) -> bool:
-        content_type = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"content-type":
-                content_type = value.lower()
-        if scope.get("method") != "POST" or b"application/json" not in content_type:
-            return False
+    async def run(self, scope: Message, send: Send) -> bool:
+        # Only a body the request guard has checked, and parsed as Strawberry
+        # would, is run here; anything else goes through Strawberry.
         payload = scope.get("state", {}).get(PARSED_BODY)
-        if payload is None:
-            try:
-                payload = load_json(body)
-            except ValueError:
-                return False
-        if not isinstance(payload, dict):
+        if scope.get("method") != "POST" or not isinstance(payload, dict):
             return False
         query = payload.get("query")
         variables = payload.get("variables")
@@ -143,15 +141,16 @@ class KnownOperationRunner:
         ):
             return False
         known = self.known.get(query)
-        if known is None:
+        if known is None or operation_name not in (None, known.name):
+            # A name that is not the operation's gets Strawberry's error.
             return False
 
         started = time.perf_counter()
         context = await self.build_context(scope)
         plan = known.plan
-        planned = plan is not None and operation_name in (None, plan.name)
-        if planned:
-            result = plan.run(variables, context)  # type: ignore[union-attr]
+        planned = plan is not None
+        if plan is not None:
+            result = plan.run(variables, context)
         else:
             result = execute(
                 self.schema._schema,
@@ -166,7 +165,7 @@ class KnownOperationRunner:
         if errors:
             self.schema.log_unexpected(errors, context.request_id)
         record_operation(
-            operation_name or _operation_name(known.document),
+            known.name,
             errors,
             time.perf_counter() - started,
             context,

@@ -1,10 +1,12 @@
 """Known operations: a query sent again runs on the direct path, and its
 response equals the one the full Strawberry path returned."""
 
+import json
 import re
 import time
 import uuid
 
+import httpx
 import pytest
 
 from tests.support import RunningService
@@ -130,3 +132,56 @@ def test_documents_without_a_plan_run_on_graphql_core(service: RunningService, t
     assert second.json() == first.json()
     assert second.json()["data"]["me"]["roles"] == [{"name": "viewer"}]
     assert _path(service, second.headers["x-request-id"]) == (True, False)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain; charset=application/json",
+        "application/x-www-form-urlencoded; a=application/json",
+        "APPLICATION/JSON",
+    ],
+)
+def test_known_path_needs_a_json_media_type(
+    service: RunningService, tokens, content_type
+):
+    query = f"# {uuid.uuid4().hex}\nquery Me {{ me {{ username }} }}"
+    body = json.dumps({"query": query}).encode()
+    service.post({"query": query}, token=tokens["viewer"])  # now known
+
+    response = httpx.post(
+        service.url,
+        content=body,
+        headers={
+            "Content-Type": content_type,
+            "Authorization": f"Bearer {tokens['viewer']}",
+        },
+        timeout=30,
+    )
+
+    assert response.status_code == 400
+    assert "content type" in response.json()["errors"][0]["message"].lower()
+
+
+def test_other_operation_name_gets_the_full_path_error(service: RunningService, tokens):
+    query = f"# {uuid.uuid4().hex}\nquery Me {{ me {{ username }} }}"
+    service.post({"query": query}, token=tokens["viewer"])  # now known
+    body = {"query": query, "operationName": "Other"}
+
+    first = service.post(body, token=tokens["viewer"])
+    second = service.post(body, token=tokens["viewer"])
+
+    assert first.status_code == second.status_code == 400
+    assert second.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert "operation=Other" not in service.log_text()
+
+
+def test_long_documents_are_not_kept(service: RunningService, tokens):
+    padding = " " * 25_000
+    body = {"query": f"# {uuid.uuid4().hex}\n{{ me {{ username }} }}{padding}"}
+
+    service.post(body, token=tokens["viewer"])
+    second = service.post(body, token=tokens["viewer"])
+
+    assert second.json()["data"]["me"]["username"]
+    assert _path(service, second.headers["x-request-id"]) == (False, False)

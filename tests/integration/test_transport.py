@@ -1,6 +1,7 @@
 """HTTP-level attacks: every one gets a JSON error with a code, and the
 service keeps serving."""
 
+import json
 import uuid
 
 import httpx
@@ -203,6 +204,31 @@ def test_two_authorization_headers_are_distrusted(service: RunningService, token
         error = response.json()["errors"][0]
         assert error["extensions"]["code"] == "UNAUTHENTICATED"
         assert "several Authorization headers" in error["message"]
+
+
+def test_two_content_types_are_refused(service: RunningService, tokens):
+    query = f"# {uuid.uuid4().hex}\n{{ me {{ username }} }}"
+    body = json.dumps({"query": query})
+    # The first request is refused as it is; then the document becomes known,
+    # and the same request must be refused on the known-operation path too.
+    for known in (False, True):
+        if known:
+            assert service.post({"query": query}, token=tokens["viewer"]).is_success
+        response = httpx.post(
+            service.url,
+            content=body,
+            headers=[
+                ("Content-Type", "text/plain"),
+                ("Content-Type", "application/json"),
+                ("Authorization", f"Bearer {tokens['viewer']}"),
+            ],
+            timeout=30,
+        )
+        error = response.json()["errors"][0]
+        assert response.status_code == 400
+        assert error["extensions"]["code"] == "BAD_REQUEST"
+        assert "one Content-Type" in error["message"]
+    assert service.is_alive()
 
 
 def test_forwarded_for_is_not_believed(service: RunningService):
