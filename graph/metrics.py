@@ -7,6 +7,7 @@ written to that folder and every scrape merges all processes.
 import hmac
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -73,6 +74,7 @@ MODEL_LOAD = Histogram(
 # characters, and only the first MAX_OPERATION_NAMES distinct names get their
 # own series (see OperationSeries).
 MAX_OPERATION_LABEL = 64
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 MAX_OPERATION_NAMES = 256
 OTHER_OPERATIONS = "other"
 
@@ -147,6 +149,9 @@ def record_operation(
     those of them run by an execution plan.
     """
     name = (operation_name or "anonymous")[:MAX_OPERATION_LABEL]
+    if not _NAME.fullmatch(name):
+        # Only names a document can declare reach labels and log lines.
+        name = "invalid"
     code = client_code(errors[0]) if errors else "OK"
     requests, latency = OPERATION_SERIES.get(name, code)
     requests.inc()

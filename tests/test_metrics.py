@@ -1,8 +1,14 @@
 """Operation metrics: client-chosen names give a bounded number of series."""
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 
-from graph.metrics import OTHER_OPERATIONS, OperationSeries
+from graph.metrics import OTHER_OPERATIONS, OperationSeries, record_operation
 
 
 def _series(max_names: int) -> tuple[OperationSeries, CollectorRegistry]:
@@ -56,3 +62,14 @@ def test_known_name_keeps_its_series_under_every_code():
         (OTHER_OPERATIONS, "OK"),
         ("Predict", "FORBIDDEN"),
     }
+
+
+def test_malformed_operation_name_counts_as_invalid():
+    record_operation("bad\nname", [], 0.001, None)
+
+    counted = REGISTRY.get_sample_value(
+        "fieldguard_graphql_requests_total", {"operation": "invalid", "code": "OK"}
+    )
+    assert counted is not None
+    assert counted >= 1
+    assert 'operation="bad' not in generate_latest(REGISTRY).decode()
