@@ -5,16 +5,13 @@ from functools import lru_cache, partial
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    ValidationCache,
-)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from graph.errors import is_unexpected
 from graph.introspection import IntrospectionGuard
 from graph.known import KnownOperations, remember_known
-from graph.limits import request_rules
+from graph.limits import BoundedValidationCache, request_rules
 from graph.metrics import OperationMetrics
 from graph.permissions import guard_schema
 from graph.resolvers import Mutation, build_query
@@ -93,7 +90,7 @@ def build_schema(
         # The validation cache comes first so that its on_validate hook runs
         # before the one of the request rules.
         extensions=[
-            partial(ValidationCache, maxsize=256),
+            partial(BoundedValidationCache, maxsize=256),
             request_rules(
                 max_depth=max_depth,
                 max_aliases=max_aliases,

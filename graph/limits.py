@@ -25,7 +25,8 @@ from graphql import (
     is_list_type,
     parse,
 )
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import SchemaExtension, ValidationCache
+from strawberry.schema.schema import validate_document
 
 from graph.errors import ErrorCode
 
@@ -338,3 +339,23 @@ def request_rules(
             yield
 
     return RequestRules
+
+
+class BoundedValidationCache(ValidationCache):
+    """Strawberry's validation cache, for documents short enough to parse from
+    the parse cache; longer ones are validated every time.
+
+    The cache is keyed by the parsed document, so a huge document parsed
+    anew on each request would take a new entry every time, each holding
+    the whole document.
+    """
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if len(context.query or "") <= MAX_CACHED_QUERY_LENGTH:
+            yield from super().on_validate()
+            return
+        context.pre_execution_errors = validate_document(
+            context.schema._schema, context.graphql_document, context.validation_rules
+        )
+        yield

@@ -53,3 +53,19 @@ def test_cyclic_fragments_do_not_hang():
     result = asyncio.run(schema.execute(query))
     assert result.errors
     assert any("Cannot spread fragment" in error.message for error in result.errors)
+
+
+def test_long_documents_do_not_fill_the_validation_cache():
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    schema = build_schema()
+    cache = _get_validate_cache(256)
+    padding = " " * 25_000
+    asyncio.run(schema.execute("{ __typename }"))
+    before = cache.cache_info().currsize
+
+    for index in range(3):
+        result = asyncio.run(schema.execute(f"{{ a{index}: __typename }}{padding}"))
+        assert result.errors is None
+
+    assert cache.cache_info().currsize == before
