@@ -360,13 +360,17 @@ class Prediction:
     )
     model_name: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
     model_version: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
+    explained: strawberry.Private[Explanation | None] = None
 
     @strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
         description="Why the model predicted this; computed only when asked for.",
     )
     def explanation(self) -> Explanation | None:
-        return Explanation.from_result(explain(self.model, self.result))
+        # Kept, as aliases of this field would each compute it again.
+        if self.explained is None:
+            self.explained = Explanation.from_result(explain(self.model, self.result))
+        return self.explained
 
     @classmethod
     def from_result(cls, result: PredictionResult, model: LoadedModel) -> Self:
@@ -414,6 +418,7 @@ class PredictionBatch:
     )
     model_name: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
     model_version: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
+    explained: strawberry.Private[list[Explanation] | None] = None
 
     @strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
@@ -423,11 +428,16 @@ class PredictionBatch:
         ),
     )
     def explanations(self) -> list[Explanation] | None:
-        labels = self.result.labels or [None] * self.result.rows
-        return [
-            Explanation.from_result(explained)
-            for explained in explain_columns(self.model, self.result.columns, labels)
-        ]
+        # Kept, as aliases of this field would each compute SHAP values again.
+        if self.explained is None:
+            labels = self.result.labels or [None] * self.result.rows
+            self.explained = [
+                Explanation.from_result(explained)
+                for explained in explain_columns(
+                    self.model, self.result.columns, labels
+                )
+            ]
+        return self.explained
 
     @classmethod
     def from_result(cls, result: BatchResult, model: LoadedModel) -> Self:

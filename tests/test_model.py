@@ -92,3 +92,20 @@ def test_broken_model_is_reported(tmp_path: Path, loaded_model: LoadedModel):
     (broken / "model.cbm").write_bytes(b"not a model")
     with pytest.raises(ModelUnavailable, match="missing or broken"):
         load_latest(tmp_path, MODEL_NAME)
+
+
+def test_explanations_are_computed_once_per_result(loaded_model: LoadedModel):
+    from graph.types import Prediction, PredictionBatch
+    from ml.predict import predict_columns
+
+    batch = PredictionBatch.from_result(
+        predict_columns(loaded_model, {"island": ["Dream", "Biscoe"]}), loaded_model
+    )
+    one = Prediction.from_result(
+        predict_rows(loaded_model, [{"island": "Dream"}])[0], loaded_model
+    )
+
+    # Aliases of the field call the resolver once each.
+    assert batch.explanations() is batch.explanations()
+    assert len(batch.explanations()) == 2
+    assert one.explanation() is one.explanation()
