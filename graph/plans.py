@@ -60,6 +60,10 @@ from graphql.type.definition import GraphQLResolveInfoHelpers
 
 # graphql-core's own bound on variable coercion errors in one request.
 MAX_COERCION_ERRORS = 50
+# Fields a plan may hold once fragments are expanded in place. The cost
+# limit bounds documents too, but a plan of a larger one would take long to
+# build; such documents run on graphql-core.
+MAX_PLAN_FIELDS = 2_000
 _LEAF, _LIST, _OBJECT = 0, 1, 2
 
 
@@ -150,6 +154,7 @@ class OperationPlan:
             # delivery, which plans do not implement either.
             raise Unsupported("incremental delivery directives")
         self.schema = schema
+        self.size = 0
         self.name = self.operation.name.value if self.operation.name else None
         self.root = root
         self.fields = self._fields(root, self.operation.selection_set)
@@ -159,6 +164,9 @@ class OperationPlan:
     ) -> tuple[_Field, ...]:
         nodes: list[FieldNode] = []
         self._collect(parent_type, selection_set, nodes, depth=0)
+        self.size += len(nodes)
+        if self.size > MAX_PLAN_FIELDS:
+            raise Unsupported(f"more than {MAX_PLAN_FIELDS} fields")
         fields = []
         keys = set()
         for node in nodes:
@@ -190,6 +198,8 @@ class OperationPlan:
                 raise Unsupported("field or fragment directives")
             if isinstance(selection, FieldNode):
                 into.append(selection)
+                if len(into) > MAX_PLAN_FIELDS:
+                    raise Unsupported(f"more than {MAX_PLAN_FIELDS} fields")
                 continue
             if isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition

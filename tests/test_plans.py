@@ -212,3 +212,10 @@ def test_comparison_sees_errors_and_nulls():
 )
 def test_documents_a_plan_leaves_out_get_none(query):
     assert plan_for(SCHEMA, parse(query)) is None
+
+
+def test_document_with_too_many_fields_gets_no_plan():
+    aliases = " ".join(f"a{index}: __typename" for index in range(2_001))
+
+    assert plan_for(SCHEMA, parse(f"{{ {aliases} }}")) is None
+    assert plan_for(SCHEMA, parse("{ a0: __typename }")) is not None
