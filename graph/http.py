@@ -18,7 +18,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from graphql import FieldNode, GraphQLError, parse, visit
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+    visit,
+)
 from graphql.language import Visitor
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -128,17 +136,30 @@ def _unstorable_string(value: object) -> str | None:
     return None
 
 
-def _uses_unbatchable_field(operation: object) -> bool:
+def _parsed_operation(operation: object) -> DocumentNode | None:
+    """Parse one batched operation's query; None when it has none or it does
+    not parse, as Strawberry then reports the error for that operation."""
     query = operation.get("query") if isinstance(operation, dict) else None
     if not isinstance(query, str):
-        return False
+        return None
     try:
-        document = parse(query, max_tokens=10_000)
+        return parse(query, max_tokens=10_000)
     except GraphQLError:
-        return False  # Strawberry reports the syntax error for this operation.
+        return None
+
+
+def _uses_unbatchable_field(document: DocumentNode) -> bool:
     finder = _FieldFinder(UNBATCHABLE_FIELDS)
     visit(document, finder)
     return finder.found
+
+
+def _has_mutation(document: DocumentNode) -> bool:
+    return any(
+        isinstance(definition, OperationDefinitionNode)
+        and definition.operation == OperationType.MUTATION
+        for definition in document.definitions
+    )
 
 
 class _FieldFinder(Visitor):
@@ -159,8 +180,16 @@ def _check_batch(value: list[object], max_operations: int) -> str | None:
         return "Batched requests are not accepted; send one operation per request."
     if not 0 < len(value) <= max_operations:
         return f"A batch must hold 1 to {max_operations} operations."
-    if any(_uses_unbatchable_field(operation) for operation in value):
+    documents = [_parsed_operation(operation) for operation in value]
+    if any(doc is not None and _uses_unbatchable_field(doc) for doc in documents):
         return "login and refreshToken cannot be batched; send them on their own."
+    # Every operation of a batch runs as the caller was when the request came
+    # in, so an operation after a mutation could use rights the mutation ended.
+    if any(doc is not None and _has_mutation(doc) for doc in documents[:-1]):
+        return (
+            "Only the last operation of a batch may be a mutation; send the "
+            "others in a later request."
+        )
     return None
 
 

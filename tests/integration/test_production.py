@@ -179,6 +179,31 @@ def test_batched_logins_are_refused(production: RunningService):
         assert "cannot be batched" in response.json()["errors"][0]["message"]
 
 
+def test_batched_mutation_must_come_last(production: RunningService):
+    token = production.login("viewer")
+    headers = {"Authorization": f"Bearer {token}"}
+    logout = {"query": "mutation { logout }"}
+    me = {"query": "{ me { username } }"}
+
+    refused = httpx.post(production.url, json=[logout, me], headers=headers, timeout=30)
+    assert refused.status_code == 400
+    assert _codes(refused) == ["BAD_REQUEST"]
+    assert "last operation" in refused.json()["errors"][0]["message"]
+    # Refused as a whole: the session is still open.
+    assert production.execute("{ me { username } }", token=token).codes() == []
+
+    accepted = httpx.post(
+        production.url, json=[me, logout], headers=headers, timeout=30
+    )
+    assert accepted.json() == [
+        {"data": {"me": {"username": "viewer"}}},
+        {"data": {"logout": True}},
+    ]
+    assert production.execute("{ me { username } }", token=token).codes() == [
+        "UNAUTHENTICATED"
+    ]
+
+
 def test_many_login_aliases_are_one_guess_at_most(production: RunningService):
     fields = " ".join(
         f'a{i}: login(username: "admin", password: "guess-{i}-x") {{ tokenType }}'
