@@ -4,8 +4,9 @@ Every field carries a rule from `graph.permissions`. Input types need none,
 because an input is only reachable through a guarded field.
 """
 
+import asyncio
 from datetime import datetime
-from typing import NewType, Self
+from typing import Any, NewType, Self
 
 import strawberry
 from strawberry.scalars import JSON
@@ -418,7 +419,7 @@ class PredictionBatch:
     )
     model_name: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
     model_version: str = strawberry.field(extensions=requires(Permission.PREDICT_RUN))
-    explained: strawberry.Private[list[Explanation] | None] = None
+    explaining: strawberry.Private[asyncio.Future[list[Explanation]] | None] = None
 
     @strawberry.field(
         extensions=requires(Permission.PREDICT_EXPLAIN),
@@ -427,17 +428,18 @@ class PredictionBatch:
             "when asked for."
         ),
     )
-    def explanations(self) -> list[Explanation] | None:
-        # Kept, as aliases of this field would each compute SHAP values again.
-        if self.explained is None:
+    async def explanations(self) -> list[Explanation] | None:
+        # SHAP values of a large batch take tens of milliseconds, so they are
+        # computed in a thread, where CatBoost releases the GIL, and only
+        # once: aliases of this field share the same computation.
+        if self.explaining is None:
             labels = self.result.labels or [None] * self.result.rows
-            self.explained = [
-                Explanation.from_result(explained)
-                for explained in explain_columns(
-                    self.model, self.result.columns, labels
+            self.explaining = asyncio.ensure_future(
+                asyncio.to_thread(
+                    _explain_batch, self.model, self.result.columns, labels
                 )
-            ]
-        return self.explained
+            )
+        return await self.explaining
 
     @classmethod
     def from_result(cls, result: BatchResult, model: LoadedModel) -> Self:
@@ -532,3 +534,12 @@ class ApiKeyCreated:
         ),
     )
     api_key: ApiKey = strawberry.field(extensions=requires(Permission.USERS_WRITE))
+
+
+def _explain_batch(
+    model: LoadedModel, columns: Any, labels: list[str | None]
+) -> list[Explanation]:
+    return [
+        Explanation.from_result(explained)
+        for explained in explain_columns(model, columns, labels)
+    ]

@@ -447,3 +447,22 @@ def test_batch_explanations_match_single_ones(service: RunningService, tokens):
     ]
     viewer = service.execute(query, columns(rows), token=tokens["viewer"])
     assert viewer.codes() == ["FORBIDDEN"]
+
+
+def test_aliased_batch_explanations_agree(service: RunningService, tokens):
+    rows = [features for features, _ in _dataset_rows(count_per_species=2)]
+    query = """
+    query($input: PredictBatchInput!) {
+      predictBatch(input: $input) {
+        a: explanations { label baseValue }
+        b: explanations { label baseValue }
+      }
+    }
+    """
+    # Twice: through Strawberry, then on the known-operation path.
+    for _ in range(2):
+        result = service.execute(query, columns(rows), token=tokens["analyst"])
+        assert result.errors == []
+        batch = result.data["predictBatch"]
+        assert batch["a"] == batch["b"]
+        assert len(batch["a"]) == len(rows)
