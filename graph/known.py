@@ -30,7 +30,7 @@ from strawberry.extensions import SchemaExtension
 
 from graph.caching import LruCache
 from graph.errors import to_client_errors
-from graph.http import PARSED_BODY
+from graph.http import OPERATION_LOGGED, PARSED_BODY
 from graph.introspection import uses_introspection
 from graph.limits import MAX_CACHED_QUERY_LENGTH
 from graph.metrics import record_operation
@@ -172,6 +172,7 @@ class KnownOperationRunner:
             known=True,
             planned=planned,
         )
+        scope["state"][OPERATION_LOGGED] = True
         response: dict[str, Any] = {"data": result.data}
         if errors:
             response["errors"] = [

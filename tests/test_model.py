@@ -114,3 +114,29 @@ def test_explanations_are_computed_once_per_result(loaded_model: LoadedModel):
     assert first is second
     assert len(first) == 2
     assert one.explanation() is one.explanation()
+
+
+def test_rows_and_columns_predict_alike(loaded_model: LoadedModel):
+    from ml.predict import predict_columns
+
+    rows = [
+        {"island": "Dream", "bill_length_mm": 49.0, "sex": "male"},
+        {"island": "Biscoe", "body_mass_g": 5200.0},
+        {"flipper_length_mm": 181.0, "bill_depth_mm": 18.5},
+    ]
+    columns = {
+        name: [row.get(name) for row in rows]
+        for name in loaded_model.feature_names
+        if any(name in row for row in rows)
+    }
+
+    # A few rows are read as rows, a batch as typed columns.
+    by_row = predict_rows(loaded_model, rows)
+    by_column = predict_columns(loaded_model, columns)
+
+    assert [p.label for p in by_row] == by_column.labels
+    for index, prediction in enumerate(by_row):
+        for label, probability in prediction.probabilities.items():
+            assert probability == pytest.approx(
+                by_column.probabilities[label][index], abs=1e-9
+            )
