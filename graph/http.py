@@ -195,6 +195,8 @@ def _check_batch(value: list[object], max_operations: int) -> str | None:
 
 # Key, in the ASGI scope's state, of the checked JSON value of the body.
 PARSED_BODY = "fieldguard.parsed_body"
+# Key, in the ASGI scope's state, set once the operation's log line is written.
+OPERATION_LOGGED = "fieldguard.operation_logged"
 
 
 def load_json(body: bytes | str) -> Any:
@@ -473,14 +475,17 @@ class RequestGuard:
                 await reply(500, MASKED_MESSAGE)
         finally:
             # Path only: query strings can carry variables, passwords included.
-            access_logger.info(
-                "%s %s %s %.1f ms request_id=%s",
-                scope.get("method"),
-                scope.get("path"),
-                status or "-",
-                (time.perf_counter() - began) * 1000,
-                request_id,
-            )
+            # A known operation's own line already gives its request id, time
+            # and outcome, so it gets no second line.
+            if status != 200 or not scope["state"].get(OPERATION_LOGGED):
+                access_logger.info(
+                    "%s %s %s %.1f ms request_id=%s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    status or "-",
+                    (time.perf_counter() - began) * 1000,
+                    request_id,
+                )
 
     @staticmethod
     async def _send_error(

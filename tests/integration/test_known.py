@@ -185,3 +185,19 @@ def test_long_documents_are_not_kept(service: RunningService, tokens):
 
     assert second.json()["data"]["me"]["username"]
     assert _path(service, second.headers["x-request-id"]) == (False, False)
+
+
+def test_known_operation_writes_one_log_line(service: RunningService, tokens):
+    body = {"query": f"# {uuid.uuid4().hex}\nquery Me {{ me {{ username }} }}"}
+
+    first = service.post(body, token=tokens["viewer"])
+    second = service.post(body, token=tokens["viewer"])
+    # One more round trip: by its end, both requests' lines are written.
+    service.post({"query": "{ __typename }"})
+
+    assert _path(service, second.headers["x-request-id"]) == (True, True)
+    access = [
+        line for line in service.log_text().splitlines() if "POST /graphql" in line
+    ]
+    assert any(first.headers["x-request-id"] in line for line in access)
+    assert not any(second.headers["x-request-id"] in line for line in access)
