@@ -115,6 +115,21 @@ class OperationSeries:
 
 
 OPERATION_SERIES = OperationSeries(REQUESTS, LATENCY, MAX_OPERATION_NAMES)
+# By model, version and outcome, which the server sets, so there are few.
+_prediction_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def prediction_series(model: str, version: str, outcome: str) -> tuple[Any, Any]:
+    """Return the prediction call counter and predicted row counter of a model
+    version and outcome."""
+    key = (model, version, outcome)
+    found = _prediction_series.get(key)
+    if found is None:
+        found = _prediction_series[key] = (
+            PREDICTIONS.labels(model=model, version=version, outcome=outcome),
+            PREDICTED_ROWS.labels(model=model, version=version),
+        )
+    return found
 
 
 class OperationMetrics(SchemaExtension):

@@ -16,7 +16,7 @@ from graphql import GraphQLSchema
 from strawberry.types import Info
 
 from graph.context import Context, caller
-from graph.metrics import PREDICTED_ROWS, PREDICTIONS
+from graph.metrics import prediction_series
 from graph.permissions import requires
 from graph.types import FloatColumn, Prediction, PredictionBatch, StringColumn
 from ml.errors import InvalidFeatures
@@ -218,7 +218,6 @@ async def _run(
         InvalidFeatures: A row is invalid; the failure is audited too.
     """
     services = context.services
-    labels = {"model": model.metadata.name, "version": model.metadata.version}
     principal = caller(context)
     await services.quota.take(f"user:{principal.user_id}", rows)
 
@@ -230,9 +229,12 @@ async def _run(
         outcome = "invalid_input"
         raise
     finally:
-        PREDICTIONS.labels(outcome=outcome, **labels).inc()
+        calls, predicted_rows = prediction_series(
+            model.metadata.name, model.metadata.version, outcome
+        )
+        calls.inc()
         if outcome == "success":
-            PREDICTED_ROWS.labels(**labels).inc(rows)
+            predicted_rows.inc(rows)
         details: dict[str, object] = {
             "rows": rows,
             "latencyMs": round((time.perf_counter() - started) * 1000, 2),
