@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schema.crypto import DataCipher
@@ -88,31 +88,57 @@ async def record_event(
 
     `details` must hold no password, token or personal data.
     """
-    user_agent = actor.user_agent[:MAX_USER_AGENT_LENGTH] if actor.user_agent else None
-    target = (
-        None if target_id is None else _printable(str(target_id))[:MAX_TARGET_LENGTH]
-    )
     session.add(
         AuditEvent(
-            actor_id=actor.user_id,
-            actor_username=actor.username,
-            action=action,
-            target_type=target_type,
-            target_id=target,
-            outcome=outcome,
-            client_ip_sealed=cipher.seal_optional(
-                actor.client_ip, context=CLIENT_IP_CONTEXT
-            ),
-            user_agent_sealed=cipher.seal_optional(
-                user_agent, context=USER_AGENT_CONTEXT
-            ),
-            request_id=actor.request_id,
-            details=json.dumps(dict(details), sort_keys=True) if details else None,
-            **({"occurred_at": occurred_at} if occurred_at is not None else {}),
+            **event_values(
+                cipher,
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                target_type=target_type,
+                target_id=target_id,
+                details=details,
+                occurred_at=occurred_at,
+            )
         )
     )
     if flush:
         await session.flush()
+
+
+def event_values(
+    cipher: DataCipher,
+    *,
+    actor: Actor,
+    action: str,
+    outcome: str,
+    target_type: str | None = None,
+    target_id: object = None,
+    details: Mapping[str, object] | None = None,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Return the column values of an audit event, personal data sealed."""
+    user_agent = actor.user_agent[:MAX_USER_AGENT_LENGTH] if actor.user_agent else None
+    target = (
+        None if target_id is None else _printable(str(target_id))[:MAX_TARGET_LENGTH]
+    )
+    return {
+        "actor_id": actor.user_id,
+        "actor_username": actor.username,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target,
+        "outcome": outcome,
+        "client_ip_sealed": cipher.seal_optional(
+            actor.client_ip, context=CLIENT_IP_CONTEXT
+        ),
+        "user_agent_sealed": cipher.seal_optional(
+            user_agent, context=USER_AGENT_CONTEXT
+        ),
+        "request_id": actor.request_id,
+        "details": json.dumps(dict(details), sort_keys=True) if details else None,
+        "occurred_at": occurred_at if occurred_at is not None else utc_now(),
+    }
 
 
 class AuditBuffer:
@@ -173,9 +199,11 @@ class AuditBuffer:
             if not events:
                 return
             try:
+                rows = [event_values(self._cipher, **event) for event in events]
                 async with self._sessions() as session, session.begin():
-                    for event in events:
-                        await record_event(session, self._cipher, flush=False, **event)
+                    # One bulk INSERT: an ORM object per event cost about a
+                    # quarter of the CPU of the request that made it.
+                    await session.execute(insert(AuditEvent), rows)
             except Exception:
                 logger.exception(
                     "Writing %d audit events failed; retrying", len(events)
