@@ -958,6 +958,9 @@ class WrkResult:
     requests: int
     failed_responses: int
     socket_errors: str
+    # Server CPU from the start of the run until the server is idle again,
+    # so that work it leaves for later counts too; None without /proc.
+    cpu_us_per_request: float | None = None
 
 
 def parse_wrk(output: str) -> WrkResult:
@@ -1066,14 +1069,49 @@ class LoadResult:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     failed_responses: int = 0
+    cpu_us_per_request: float | None = None
 
     def __post_init__(self) -> None:
         self.requests_per_second = statistics.median(
             r.requests_per_second for r in self.rounds
         )
+        cpu = [r.cpu_us_per_request for r in self.rounds]
+        if all(value is not None for value in cpu):
+            self.cpu_us_per_request = statistics.median(cpu)  # type: ignore[type-var]
         self.p50_ms = statistics.median(r.p50_ms for r in self.rounds)
         self.p99_ms = statistics.median(r.p99_ms for r in self.rounds)
         self.failed_responses = sum(r.failed_responses for r in self.rounds)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """Return the CPU time a process has used, all threads, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def wait_until_idle(pids: list[int], *, max_seconds: float = 30.0) -> bool:
+    """Wait until the servers use under 5% of a CPU over half a second.
+
+    A server may go on working after a run, writing what it buffered;
+    measuring the next endpoint meanwhile would hand it less CPU. Returns
+    False when they were still busy after `max_seconds`.
+    """
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        before = [cpu_seconds(pid) for pid in pids]
+        time.sleep(0.5)
+        after = [cpu_seconds(pid) for pid in pids]
+        if None in before or None in after:
+            return True
+        if sum(a - b for a, b in zip(after, before, strict=True)) < 0.025:  # type: ignore[operator]
+            return True
+    return False
 
 
 def measure_load(
@@ -1084,11 +1122,15 @@ def measure_load(
     *,
     rounds: int,
     warnings: list[str],
+    pids: dict[int, int],
 ) -> dict[str, LoadResult]:
     """Warm each endpoint up, then run wrk on them in turn, `rounds` times.
 
-    Failed responses during the warm-up are added to `warnings`.
+    Every run starts with all servers idle, and its CPU per request counts
+    the server's work until it is idle again. Failed responses during the
+    warm-up, and servers that stay busy, are added to `warnings`.
     """
+    servers = sorted(set(pids.values()))
     results: dict[str, list[WrkResult]] = {endpoint.name: [] for endpoint in endpoints}
     settings = {
         "connections": options.connections,
@@ -1105,9 +1147,17 @@ def measure_load(
     order = list(endpoints)
     for _ in range(rounds):
         for endpoint in order:
-            results[endpoint.name].append(
-                run_wrk(endpoint, duration=options.duration, **settings)
-            )
+            if not wait_until_idle(servers):
+                warnings.append(f"servers still busy before a run of {endpoint.name}")
+            pid = pids[endpoint.port]
+            started = cpu_seconds(pid)
+            result = run_wrk(endpoint, duration=options.duration, **settings)
+            if not wait_until_idle(servers):
+                warnings.append(f"servers still busy after a run of {endpoint.name}")
+            ended = cpu_seconds(pid)
+            if started is not None and ended is not None and result.requests:
+                result.cpu_us_per_request = (ended - started) * 1e6 / result.requests
+            results[endpoint.name].append(result)
         order.reverse()
     return {name: LoadResult(runs) for name, runs in results.items()}
 
@@ -1238,6 +1288,7 @@ def run_benchmark(options: Options, results: Results, workdir: Path) -> None:
             ports=(fieldguard_port, rest_port),
             rest_secret=rest_secret,
             passwords=passwords,
+            pids={server.port: server.process.pid for server in servers},
         )
         for server in servers:
             if server.process.poll() is not None:
@@ -1268,6 +1319,7 @@ def measure_servers(
     ports: tuple[int, int],
     rest_secret: str,
     passwords: dict[str, str],
+    pids: dict[int, int],
 ) -> None:
     """Sign in, check one response per endpoint, then time them over HTTP."""
     fieldguard_port, rest_port = ports
@@ -1327,6 +1379,7 @@ def measure_servers(
             workdir,
             rounds=options.rounds,
             warnings=results.warnings,
+            pids=pids,
         )
     )
     results.load.update(
@@ -1337,6 +1390,7 @@ def measure_servers(
             workdir,
             rounds=1,
             warnings=results.warnings,
+            pids=pids,
         )
     )
     for name, load in results.load.items():
@@ -1410,6 +1464,18 @@ def compute_ratios(results: Results, service_input: str) -> list[dict[str, Any]]
             predict.requests_per_second / rest.requests_per_second,
             ">=",
             1.0,
+        ),
+        *(
+            [
+                (
+                    "REST / fieldguard server CPU per predict request (wrk)",
+                    rest.cpu_us_per_request / predict.cpu_us_per_request,
+                    "",
+                    None,
+                )
+            ]
+            if rest.cpu_us_per_request and predict.cpu_us_per_request
+            else []
         ),
         (
             "fieldguard predict / REST p99 (wrk)",
@@ -1499,12 +1565,21 @@ def print_report(results: Results, options: Options) -> None:
         f"\n## Under load: wrk, 1 thread, {options.connections} connections, "
         f"{options.duration:g} s a run\n"
     )
-    print("| endpoint | runs | requests/s | p50 ms | p99 ms | failed responses |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| endpoint | runs | requests/s | p50 ms | p99 ms | failed responses "
+        "| server CPU us/request |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, load in results.load.items():
+        cpu = (
+            f"{load.cpu_us_per_request:,.0f}"
+            if load.cpu_us_per_request is not None
+            else "-"
+        )
         print(
             f"| {name} | {len(load.rounds)} | {load.requests_per_second:,.0f} "
-            f"| {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.failed_responses} |"
+            f"| {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.failed_responses} "
+            f"| {cpu} |"
         )
 
     print("\n## One client: sequential requests on one keep-alive connection\n")
