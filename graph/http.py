@@ -10,9 +10,9 @@ malformed bodies make Strawberry raise instead of returning 400.
 import asyncio
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -243,6 +243,8 @@ def _check_json(body: bytes, max_batch: int) -> tuple[ErrorCode, str] | object:
 
 
 def _check_query_string(scope: Scope) -> tuple[ErrorCode, str] | None:
+    if not scope.get("query_string"):
+        return None
     try:
         parameters = parse_qs(
             scope.get("query_string", b"").decode("utf-8"), errors="strict"
@@ -357,7 +359,9 @@ class RequestGuard:
             given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
             if _REQUEST_ID.fullmatch(given):
                 return given
-        return uuid.uuid4().hex
+        # 128 random bits as 32 hex digits, the format of a uuid4's hex,
+        # without building the UUID object.
+        return os.urandom(16).hex()
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         declared = _header(scope, b"content-length")
