@@ -75,33 +75,15 @@ async def record_event(
     session: AsyncSession,
     cipher: DataCipher,
     *,
-    actor: Actor,
-    action: str,
-    outcome: str,
-    target_type: str | None = None,
-    target_id: object = None,
-    details: Mapping[str, object] | None = None,
-    occurred_at: datetime | None = None,
     flush: bool = True,
+    **event: Any,
 ) -> None:
     """Add an audit event to the session; it is written with the transaction.
 
-    `details` must hold no password, token or personal data.
+    `event` takes the arguments of `event_values`; its `details` must contain no
+    password, token or personal data.
     """
-    session.add(
-        AuditEvent(
-            **event_values(
-                cipher,
-                actor=actor,
-                action=action,
-                outcome=outcome,
-                target_type=target_type,
-                target_id=target_id,
-                details=details,
-                occurred_at=occurred_at,
-            )
-        )
-    )
+    session.add(AuditEvent(**event_values(cipher, **event)))
     if flush:
         await session.flush()
 
