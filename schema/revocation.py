@@ -100,12 +100,13 @@ class ChangeListener:
 
     `start` runs a task that keeps one connection listening on CHANNEL and
     reconnects after a failure. Trigger notices have an empty payload, and
-    each one moves the count. Every `probe_seconds` without one, and before
-    the first use, the listener sends itself a notice with a random payload
-    and expects it back within `probe_seconds`: a connection that stopped
-    responding, or a pooler that runs LISTEN and NOTIFY on different server
-    connections, fails the probe. The count also moves on each new
-    connection, as notices sent while none was listening are lost.
+    each one moves the count. Before the first use and then every
+    `probe_seconds`, the listener sends itself a notice with a random
+    payload and expects it back within `probe_seconds`. A connection that
+    stopped responding fails this probe, and so does a pooler that runs
+    LISTEN and NOTIFY on different server connections. The count also moves
+    on each new connection, as notices sent while none was listening are
+    lost.
 
     NOTE: if the connection stops delivering notices without failing, a
     change can go unseen for up to twice `probe_seconds`.

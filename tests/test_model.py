@@ -102,7 +102,7 @@ def test_explanations_are_computed_once_per_result(loaded_model: LoadedModel):
     batch = PredictionBatch.from_result(
         predict_columns(loaded_model, {"island": ["Dream", "Biscoe"]}), loaded_model
     )
-    one = Prediction.from_result(
+    single = Prediction.from_result(
         predict_rows(loaded_model, [{"island": "Dream"}])[0], loaded_model
     )
 
@@ -113,7 +113,7 @@ def test_explanations_are_computed_once_per_result(loaded_model: LoadedModel):
     first, second = asyncio.run(twice())
     assert first is second
     assert len(first) == 2
-    assert one.explanation() is one.explanation()
+    assert single.explanation() is single.explanation()
 
 
 def test_rows_and_columns_predict_alike(loaded_model: LoadedModel):

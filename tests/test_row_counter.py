@@ -45,7 +45,7 @@ def test_callers_count_apart():
     assert counter.take("a", 1) is not None
 
 
-def test_previous_minute_weighs_by_its_share_of_the_last_60_seconds():
+def test_previous_minute_counts_by_share():
     counter, clock = _counter(100, now=600.0)
     counter.take("a", 100)
 

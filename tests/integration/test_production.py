@@ -185,10 +185,12 @@ def test_batched_mutation_must_come_last(production: RunningService):
     logout = {"query": "mutation { logout }"}
     me = {"query": "{ me { username } }"}
 
-    refused = httpx.post(production.url, json=[logout, me], headers=headers, timeout=30)
-    assert refused.status_code == 400
-    assert _codes(refused) == ["BAD_REQUEST"]
-    assert "last operation" in refused.json()["errors"][0]["message"]
+    rejected = httpx.post(
+        production.url, json=[logout, me], headers=headers, timeout=30
+    )
+    assert rejected.status_code == 400
+    assert _codes(rejected) == ["BAD_REQUEST"]
+    assert "last operation" in rejected.json()["errors"][0]["message"]
     # Refused as a whole: the session is still open.
     assert production.execute("{ me { username } }", token=token).codes() == []
 
