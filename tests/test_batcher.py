@@ -1,0 +1,165 @@
+"""One model call for concurrent one-row predictions."""
+
+import asyncio
+import math
+
+import catboost
+import pytest
+
+from ml.batcher import MAX_JOINED_ROWS, RowBatcher
+from ml.errors import InvalidFeatures
+from ml.predict import Prediction, predict_rows
+from ml.registry import LoadedModel
+from ml.train import load_training_frame
+
+FEATURES = ("island", "sex", "bill_length_mm", "bill_depth_mm", "flipper_length_mm")
+
+
+def penguin_rows(count: int) -> list[dict[str, object]]:
+    frame = load_training_frame().head(count)
+    rows = []
+    for record in frame.to_dict("records"):
+        rows.append(
+            {
+                name: record[name]
+                for name in FEATURES
+                if record[name] != "missing"
+                and not (isinstance(record[name], float) and math.isnan(record[name]))
+            }
+        )
+    return rows
+
+
+def assert_same(joined: Prediction, alone: Prediction) -> None:
+    assert joined.label == alone.label
+    assert joined.values == alone.values
+    assert joined.probabilities == pytest.approx(alone.probabilities, abs=1e-12)
+
+
+async def predict_together(
+    batcher: RowBatcher, rows: list[dict[str, object]]
+) -> list[Prediction | BaseException]:
+    return await asyncio.gather(
+        *(batcher.predict(row) for row in rows), return_exceptions=True
+    )
+
+
+def test_concurrent_rows_share_one_call(loaded_model: LoadedModel):
+    batcher = RowBatcher(loaded_model)
+    rows = penguin_rows(20)
+
+    joined = asyncio.run(predict_together(batcher, rows))
+
+    assert (batcher.calls, batcher.rows) == (1, 20)
+    for prediction, row in zip(joined, rows, strict=True):
+        assert_same(prediction, predict_rows(loaded_model, [row])[0])
+
+
+def test_lone_row_gets_its_own_call(loaded_model: LoadedModel):
+    batcher = RowBatcher(loaded_model)
+    row = {"island": "Dream", "bill_length_mm": 49.0}
+
+    first = asyncio.run(batcher.predict(row))
+    second = asyncio.run(batcher.predict(row))
+
+    # Each event loop gets its own batches.
+    assert (batcher.calls, batcher.rows) == (2, 2)
+    assert_same(first, predict_rows(loaded_model, [row])[0])
+    assert_same(second, first)
+
+
+def test_bad_row_fails_only_its_own_request(loaded_model: LoadedModel):
+    batcher = RowBatcher(loaded_model)
+    rows = penguin_rows(3)
+    rows.insert(1, {"island": "Mars"})
+
+    results = asyncio.run(predict_together(batcher, rows))
+
+    assert isinstance(results[1], InvalidFeatures)
+    assert results[1].feature == "island"
+    assert (batcher.calls, batcher.rows) == (1, 3)
+    for index in (0, 2, 3):
+        assert_same(results[index], predict_rows(loaded_model, [rows[index]])[0])
+
+
+def test_batches_are_bounded(loaded_model: LoadedModel):
+    batcher = RowBatcher(loaded_model)
+    rows = penguin_rows(MAX_JOINED_ROWS * 2 + 5)
+
+    results = asyncio.run(predict_together(batcher, rows))
+
+    assert (batcher.calls, batcher.rows) == (3, len(rows))
+    expected = predict_rows(loaded_model, rows)
+    for prediction, alone in zip(results, expected, strict=True):
+        assert_same(prediction, alone)
+
+
+def test_each_version_predicts_its_own_rows(
+    loaded_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory
+):
+    from ml.registry import load_latest
+    from ml.train import MODEL_NAME, train_penguins
+
+    folder = tmp_path_factory.mktemp("small-model")
+    train_penguins(folder, iterations=5)
+    small = load_latest(folder, MODEL_NAME)
+    rows = penguin_rows(6)
+
+    async def both() -> list[Prediction]:
+        return await asyncio.gather(
+            *(
+                (loaded_model if index % 2 else small).batcher.predict(row)
+                for index, row in enumerate(rows)
+            )
+        )
+
+    before = loaded_model.batcher.calls
+    results = asyncio.run(both())
+
+    assert (loaded_model.batcher.calls - before, small.batcher.calls) == (1, 1)
+    for index, (prediction, row) in enumerate(zip(results, rows, strict=True)):
+        model = loaded_model if index % 2 else small
+        assert_same(prediction, predict_rows(model, [row])[0])
+        # The versions predict differently, so a mixed batch would show.
+        other = small if index % 2 else loaded_model
+        assert predict_rows(other, [row])[0].probabilities != pytest.approx(
+            prediction.probabilities, abs=1e-6
+        )
+
+
+def test_failed_call_fails_every_waiting_request(loaded_model: LoadedModel):
+    # CatBoost itself raises for a model object with no trees.
+    untrained = LoadedModel(
+        metadata=loaded_model.metadata,
+        model=catboost.CatBoostClassifier(),
+        directory=loaded_model.directory,
+    )
+    rows = penguin_rows(4)
+
+    results = asyncio.run(predict_together(untrained.batcher, rows))
+
+    assert all(isinstance(result, catboost.CatBoostError) for result in results)
+    assert untrained.batcher.calls == 1
+    # The next turn starts a new batch.
+    with pytest.raises(catboost.CatBoostError):
+        asyncio.run(untrained.batcher.predict(rows[0]))
+    assert untrained.batcher.calls == 2
+
+
+def test_cancelled_request_leaves_others_served(loaded_model: LoadedModel):
+    batcher = RowBatcher(loaded_model)
+    rows = penguin_rows(3)
+
+    async def cancel_one() -> list[Prediction | BaseException]:
+        tasks = [asyncio.create_task(batcher.predict(row)) for row in rows]
+        # Let every task hand in its row, then cancel one before the call.
+        await asyncio.sleep(0)
+        tasks[1].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(cancel_one())
+
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert (batcher.calls, batcher.rows) == (1, 3)
+    for index in (0, 2):
+        assert_same(results[index], predict_rows(loaded_model, [rows[index]])[0])
