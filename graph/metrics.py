@@ -53,6 +53,13 @@ PREDICTED_ROWS = Counter(
     "Rows predicted, by model and version.",
     ["model", "version"],
 )
+JOINED_ROWS = Histogram(
+    "fieldguard_prediction_call_rows",
+    "Rows per model call made for one-row predictions, by model and version; "
+    "concurrent requests share a call.",
+    ["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 LOGINS = Counter(
     "fieldguard_logins_total",
     "Sign-in attempts by outcome and reason.",

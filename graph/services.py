@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from graph.caching import LruCache
+from graph.metrics import JOINED_ROWS
 from graph.settings import Settings, read_data_keys_file
 from graph.tokens import TokenSettings, VerifiedTokens
 from ml.errors import ModelUnavailable
@@ -53,7 +54,7 @@ class ModelHolder:
         self.model_dir = model_dir
         self.name = name
         self.shape = loaded.metadata.shape
-        self._current = loaded
+        self._current = _counted(loaded)
         self._marker = active_marker(model_dir, name)
         self._checked = time.monotonic()
 
@@ -81,11 +82,20 @@ class ModelHolder:
 
     def _take(self, loaded: LoadedModel) -> None:
         self.check(loaded)
-        self._current = loaded
+        self._current = _counted(loaded)
 
     def replace(self, loaded: LoadedModel) -> None:
         self._take(loaded)
         self._marker = active_marker(self.model_dir, self.name)
+
+
+def _counted(loaded: LoadedModel) -> LoadedModel:
+    """Count the rows of each of the model's joined calls in /metrics."""
+    metadata = loaded.metadata
+    loaded.batcher.observe = JOINED_ROWS.labels(
+        model=metadata.name, version=metadata.version
+    ).observe
+    return loaded
 
 
 class ServedModels:

@@ -7,8 +7,9 @@ schema is built: `<Model>Features` (one row, a field per feature) and
 exactly one.
 """
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import strawberry
@@ -21,7 +22,7 @@ from graph.permissions import requires
 from graph.types import FloatColumn, Prediction, PredictionBatch, StringColumn
 from ml.errors import InvalidFeatures
 from ml.metadata import ModelShape, graphql_field_name, graphql_type_prefix
-from ml.predict import predict_columns, predict_rows
+from ml.predict import BatchPrediction, predict_columns
 from ml.registry import LoadedModel
 from schema.catalogue import Permission
 from schema.errors import InvalidInput
@@ -139,8 +140,8 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
 async def predict_one(
     context: Context, model: LoadedModel, row: dict[str, object]
 ) -> Prediction:
-    results = await _run(context, model, 1, row, lambda: predict_rows(model, [row]))
-    return Prediction.from_result(results[0], model)
+    result = await _run(context, model, 1, row, lambda: model.batcher.predict(row))
+    return Prediction.from_result(result, model)
 
 
 async def predict_many(
@@ -150,9 +151,11 @@ async def predict_many(
     maximum = context.services.settings.max_batch_rows
     if not 1 <= rows <= maximum:
         raise InvalidInput("input", f"must hold 1 to {maximum} rows (got {rows}).")
-    result = await _run(
-        context, model, rows, columns, lambda: predict_columns(model, columns)
-    )
+
+    async def predict() -> BatchPrediction:
+        return predict_columns(model, columns)
+
+    result = await _run(context, model, rows, columns, predict)
     return PredictionBatch.from_result(result, model)
 
 
@@ -209,7 +212,7 @@ async def _run(
     model: LoadedModel,
     rows: int,
     inputs: object,
-    predict: Callable[[], Result],
+    predict: Callable[[], Awaitable[Result]],
 ) -> Result:
     """Predict within the caller's quota, then count and audit the call.
 
@@ -222,12 +225,19 @@ async def _run(
     await services.quota.take(f"user:{principal.user_id}", rows)
 
     started = time.perf_counter()
-    outcome = "success"
+    outcome = "error"
     try:
-        return predict()
+        result = await predict()
     except InvalidFeatures:
         outcome = "invalid_input"
         raise
+    except asyncio.CancelledError:
+        # Cancelled while it waited for the model, as by its time limit.
+        outcome = "cancelled"
+        raise
+    else:
+        outcome = "success"
+        return result
     finally:
         calls, predicted_rows = prediction_series(
             model.metadata.name, model.metadata.version, outcome

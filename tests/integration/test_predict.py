@@ -1,6 +1,8 @@
 """Predictions through the gql client, by persona."""
 
+import asyncio
 import math
+import re
 
 import httpx
 import pytest
@@ -68,6 +70,67 @@ def test_analyst_predicts_real_rows(service: RunningService, tokens: dict[str, s
         assert prediction["modelName"] == "penguins"
         correct += prediction["label"] == species
     assert correct >= len(rows) - 1, f"{correct} of {len(rows)} correct"
+
+
+def joined_rows(service: RunningService) -> tuple[float, float]:
+    """Return the rows and the calls counted for the model's joined calls."""
+    text = httpx.get(service.url.replace("/graphql", "/metrics"), timeout=30).text
+    totals = {"sum": 0.0, "count": 0.0}
+    pattern = (
+        r'^fieldguard_prediction_call_rows_(sum|count)\{model="penguins",[^}]*\} (\S+)$'
+    )
+    for kind, value in re.findall(pattern, text, re.MULTILINE):
+        totals[kind] += float(value)
+    return totals["sum"], totals["count"]
+
+
+def test_concurrent_callers_get_own_rows(
+    service: RunningService, tokens: dict[str, str]
+):
+    rows = [features for features, _ in _dataset_rows(count_per_species=4)]
+    alone = [
+        service.execute(PREDICT, penguin(features), token=tokens["analyst"])
+        for features in rows
+    ]
+    # Each row twice, by an analyst and by a viewer, all at once.
+    sent = [(features, caller) for features in rows for caller in ("analyst", "viewer")]
+    rows_before, calls_before = joined_rows(service)
+
+    async def all_at_once() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(sent))
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        service.url,
+                        json={"query": PREDICT, "variables": penguin(features)},
+                        headers={"Authorization": f"Bearer {tokens[caller]}"},
+                    )
+                    for features, caller in sent
+                )
+            )
+
+    responses = asyncio.run(all_at_once())
+
+    for index, response in enumerate(responses):
+        expected = alone[index // 2].data["predict"]
+        body = response.json()
+        answer = body["data"]["predict"]
+        assert answer["label"] == expected["label"]
+        if sent[index][1] == "analyst":
+            assert "errors" not in body
+            assert [p["label"] for p in answer["probabilities"]] == [
+                p["label"] for p in expected["probabilities"]
+            ]
+            assert [p["probability"] for p in answer["probabilities"]] == (
+                pytest.approx([p["probability"] for p in expected["probabilities"]])
+            )
+        else:
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+            assert answer["probabilities"] is None
+    rows_after, calls_after = joined_rows(service)
+    assert rows_after - rows_before == len(sent)
+    assert 1 <= calls_after - calls_before <= len(sent)
 
 
 def test_viewer_gets_label_and_forbidden_probabilities(
