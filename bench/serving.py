@@ -13,7 +13,9 @@ model and the same palmerpenguins rows:
   of one row and `predictBatch` of 1,000 rows under concurrent load (wrk)
   and with one client sending sequential keep-alive requests;
 - the hand-written FastAPI REST endpoint of bench/rest_baseline.py under
-  the same load and with one client.
+  the same load and with one client;
+- fieldguard's mean rows per model call for one-row `predict`, read from
+  its /metrics, since the rows of concurrent requests share a call.
 
 Servers run on 127.0.0.1 only. With taskset and at least two CPUs, the
 servers run on the first CPU, and wrk, this process and its in-process
@@ -609,6 +611,7 @@ def service_environment(data_dir: Path, mode: str) -> dict[str, str]:
             "FIELDGUARD_DATA_INDEX_KEY": base64.b64encode(
                 secrets.token_bytes(32)
             ).decode(),
+            "FIELDGUARD_METRICS_TOKEN": secrets.token_urlsafe(24),
         }
     )
     return environment
@@ -778,6 +781,41 @@ def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     if response.status != 200:
         raise BenchError(f"POST {path} returned HTTP {response.status}: {data[:500]!r}")
     return data
+
+
+_CALL_ROWS = re.compile(
+    r"^fieldguard_prediction_call_rows_(sum|count)\{[^}]*\} (\S+)$", re.MULTILINE
+)
+
+
+def model_call_rows(port: int, token: str) -> tuple[float, float] | None:
+    """Return the rows and the model calls of fieldguard's one-row predictions
+    so far, from /metrics, or None when the service does not report them."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(
+            "GET", "/metrics", headers={"Authorization": f"Bearer {token}"}
+        )
+        response = connection.getresponse()
+        text = response.read().decode()
+    finally:
+        connection.close()
+    found = _CALL_ROWS.findall(text) if response.status == 200 else []
+    if not found:
+        return None
+    totals = {"sum": 0.0, "count": 0.0}
+    for kind, value in found:
+        totals[kind] += float(value)
+    return totals["sum"], totals["count"]
+
+
+def rows_per_call(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> float | None:
+    """Return the mean rows per model call between two `model_call_rows`."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def graphql_body(query: str, variables: dict[str, Any]) -> bytes:
@@ -1177,6 +1215,9 @@ class Results:
     guarded_list: dict[str, Timing] = field(default_factory=dict)
     one_client: dict[str, Timing] = field(default_factory=dict)
     load: dict[str, LoadResult] = field(default_factory=dict)
+    # Mean rows per model call of fieldguard's one-row `predict`, from its
+    # metrics: concurrent requests share a call.
+    rows_per_model_call: dict[str, float | None] = field(default_factory=dict)
     ratios: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -1287,6 +1328,7 @@ def run_benchmark(options: Options, results: Results, workdir: Path) -> None:
             rows,
             ports=(fieldguard_port, rest_port),
             rest_secret=rest_secret,
+            metrics_token=environment["FIELDGUARD_METRICS_TOKEN"],
             passwords=passwords,
             pids={server.port: server.process.pid for server in servers},
         )
@@ -1318,6 +1360,7 @@ def measure_servers(
     *,
     ports: tuple[int, int],
     rest_secret: str,
+    metrics_token: str,
     passwords: dict[str, str],
     pids: dict[int, int],
 ) -> None:
@@ -1360,17 +1403,26 @@ def measure_servers(
         REST_PREDICT: len(rest.body),
     }
 
+    def call_rows() -> tuple[float, float] | None:
+        return model_call_rows(fieldguard_port, metrics_token)
+
     print("Measuring with one client...", flush=True)
     for endpoint, count in (
         (predict, options.one_client_requests),
         (rest, options.one_client_requests),
         (batch_one, options.one_client_batch_requests),
     ):
+        before = call_rows()
         results.one_client[endpoint.name] = measure_one_client(
             endpoint, requests=count, max_seconds=options.one_client_seconds
         )
+        if endpoint is predict:
+            results.rows_per_model_call["one client"] = rows_per_call(
+                before, call_rows()
+            )
 
     print("Measuring under load with wrk...", flush=True)
+    before = call_rows()
     results.load.update(
         measure_load(
             [predict, rest],
@@ -1382,6 +1434,7 @@ def measure_servers(
             pids=pids,
         )
     )
+    results.rows_per_model_call["wrk"] = rows_per_call(before, call_rows())
     results.load.update(
         measure_load(
             [batch_load],
@@ -1580,6 +1633,17 @@ def print_report(results: Results, options: Options) -> None:
             f"| {name} | {len(load.rounds)} | {load.requests_per_second:,.0f} "
             f"| {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.failed_responses} "
             f"| {cpu} |"
+        )
+
+    per_call = {
+        name: f"{value:.1f}" if value is not None else "not reported"
+        for name, value in results.rows_per_model_call.items()
+    }
+    if per_call:
+        print(
+            "\nfieldguard predict, mean rows per model call (concurrent requests "
+            "share a call): "
+            + "; ".join(f"{name} {value}" for name, value in per_call.items())
         )
 
     print("\n## One client: sequential requests on one keep-alive connection\n")
