@@ -77,13 +77,14 @@ def _validate_numeric(spec: FeatureSpec, value: object) -> float:
         raise InvalidFeatures(
             spec.name, f"must be a finite number (got {_show(value)})."
         )
+    # repr, since `g` rounds 18900.0001 to the limit it exceeds.
     if spec.minimum is not None and number <= spec.minimum:
         raise InvalidFeatures(
-            spec.name, f"must be greater than {spec.minimum:g} (got {number:g})."
+            spec.name, f"must be greater than {spec.minimum:g} (got {number!r})."
         )
     if spec.maximum is not None and number > spec.maximum:
         raise InvalidFeatures(
-            spec.name, f"must be at most {spec.maximum:g} (got {number:g})."
+            spec.name, f"must be at most {spec.maximum:g} (got {number!r})."
         )
     return number
 
@@ -95,7 +96,24 @@ def _validate_categorical(spec: FeatureSpec, value: object) -> str:
         raise _unseen(spec, value)
     if len(value) > 256:
         raise InvalidFeatures(spec.name, "must be at most 256 characters.")
+    if not value.isascii() and not _is_unicode(value):
+        raise _lone_surrogate(spec)
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """Return False for text with a lone surrogate, which has no UTF-8 form."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate(spec: FeatureSpec) -> InvalidFeatures:
+    return InvalidFeatures(
+        spec.name, "must be valid Unicode text (it contains a lone surrogate)."
+    )
 
 
 def _unseen(spec: FeatureSpec, value: str) -> InvalidFeatures:
@@ -264,6 +282,11 @@ def _categorical_column(
     if any(len(value) > 256 for value in distinct):
         row = _first_row(column, lambda v: v is not None and len(v) > 256)
         raise InvalidFeatures(spec.name, "must be at most 256 characters.", row=row)
+    if not all(value.isascii() or _is_unicode(value) for value in distinct):
+        row = _first_row(
+            column, lambda v: v is not None and not v.isascii() and not _is_unicode(v)
+        )
+        raise InvalidFeatures(spec.name, _lone_surrogate(spec).reason, row=row)
     if None not in column:
         return list(column)
     if spec.required:

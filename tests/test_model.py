@@ -1,6 +1,7 @@
 """Training, loading and input validation of the penguin model."""
 
 import asyncio
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -140,3 +141,53 @@ def test_rows_and_columns_predict_alike(loaded_model: LoadedModel):
             assert probability == pytest.approx(
                 by_column.probabilities[label][index], abs=1e-9
             )
+
+
+def _open_categories(loaded_model: LoadedModel) -> LoadedModel:
+    """Return the model with `sex` passing unseen values to CatBoost."""
+    features = tuple(
+        dataclasses.replace(spec, unseen="model", categories=())
+        if spec.name == "sex"
+        else spec
+        for spec in loaded_model.metadata.features
+    )
+    return LoadedModel(
+        metadata=dataclasses.replace(loaded_model.metadata, features=features),
+        model=loaded_model.model,
+        directory=loaded_model.directory,
+    )
+
+
+def test_lone_surrogate_category_is_invalid(loaded_model: LoadedModel):
+    loaded = _open_categories(loaded_model)
+
+    with pytest.raises(InvalidFeatures, match="lone surrogate") as raised:
+        validate_row(loaded.metadata, {"sex": "fe\udcffmale"})
+    assert raised.value.feature == "sex"
+    # Other text outside ASCII reaches the model.
+    assert predict_rows(loaded, [{"sex": "mâle", "island": "Dream"}])[0].label
+
+
+def test_lone_surrogate_in_column_names_row(loaded_model: LoadedModel):
+    from ml.predict import predict_columns
+
+    loaded = _open_categories(loaded_model)
+
+    with pytest.raises(InvalidFeatures, match="lone surrogate") as raised:
+        predict_columns(loaded, {"sex": ["male", None, "\ud800", "female"]})
+    assert raised.value.feature == "sex"
+    assert raised.value.row == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (18900.0001, "must be at most 18900 (got 18900.0001)."),
+        (-1e-09, "must be greater than 0 (got -1e-09)."),
+    ],
+)
+def test_range_error_shows_exact_value(loaded_model: LoadedModel, value, message):
+    with pytest.raises(InvalidFeatures) as raised:
+        validate_row(loaded_model.metadata, {"body_mass_g": value})
+    assert raised.value.feature == "body_mass_g"
+    assert raised.value.reason == message
