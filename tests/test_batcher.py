@@ -1,6 +1,8 @@
 """One model call for concurrent one-row predictions."""
 
 import asyncio
+import dataclasses
+import logging
 import math
 
 import catboost
@@ -8,7 +10,7 @@ import pytest
 
 from ml.batcher import MAX_JOINED_ROWS, RowBatcher
 from ml.errors import InvalidFeatures
-from ml.predict import Prediction, predict_rows
+from ml.predict import Prediction, predict_rows, validate_row
 from ml.registry import LoadedModel
 from ml.train import load_training_frame
 
@@ -139,11 +141,14 @@ def test_failed_call_fails_every_waiting_request(loaded_model: LoadedModel):
     results = asyncio.run(predict_together(untrained.batcher, rows))
 
     assert all(isinstance(result, catboost.CatBoostError) for result in results)
-    assert untrained.batcher.calls == 1
+    # Each request gets the error of its own row's call.
+    assert len({id(result) for result in results}) == 4
+    # The joined call, then each row alone.
+    assert untrained.batcher.calls == 5
     # The next turn starts a new batch.
     with pytest.raises(catboost.CatBoostError):
         asyncio.run(untrained.batcher.predict(rows[0]))
-    assert untrained.batcher.calls == 2
+    assert untrained.batcher.calls == 6
 
 
 def test_cancelled_request_leaves_others_served(loaded_model: LoadedModel):
@@ -160,6 +165,86 @@ def test_cancelled_request_leaves_others_served(loaded_model: LoadedModel):
     results = asyncio.run(cancel_one())
 
     assert isinstance(results[1], asyncio.CancelledError)
-    assert (batcher.calls, batcher.rows) == (1, 3)
+    # The cancelled request's row is left out of the call.
+    assert (batcher.calls, batcher.rows) == (1, 2)
     for index in (0, 2):
         assert_same(results[index], predict_rows(loaded_model, [rows[index]])[0])
+
+
+def test_all_cancelled_requests_make_no_call(loaded_model: LoadedModel):
+    batcher = RowBatcher(loaded_model)
+    rows = penguin_rows(4)
+
+    async def cancel_all() -> None:
+        tasks = [asyncio.create_task(batcher.predict(row)) for row in rows]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # One more turn, in which the call would run.
+        await asyncio.sleep(0)
+
+    asyncio.run(cancel_all())
+
+    assert (batcher.calls, batcher.rows) == (0, 0)
+
+
+def test_failing_observer_is_dropped_and_logged(
+    loaded_model: LoadedModel, caplog: pytest.LogCaptureFixture
+):
+    batcher = RowBatcher(loaded_model)
+    seen: list[int] = []
+
+    def observe(rows: int) -> None:
+        seen.append(rows)
+        raise OSError("metrics folder not writable")
+
+    batcher.observe = observe
+    rows = penguin_rows(3)
+
+    with caplog.at_level(logging.ERROR, logger="ml.batcher"):
+        first = asyncio.run(predict_together(batcher, rows))
+        second = asyncio.run(predict_together(batcher, rows))
+
+    assert seen == [3]
+    assert batcher.observe is None
+    for prediction, row in zip(first + second, rows + rows, strict=True):
+        assert_same(prediction, predict_rows(loaded_model, [row])[0])
+    assert len(caplog.records) == 1
+    assert "no longer counted" in caplog.records[0].getMessage()
+
+
+def test_row_breaking_a_joined_call_fails_alone(loaded_model: LoadedModel):
+    # `sex` passes unseen values to CatBoost, as an imported model may ask.
+    features = tuple(
+        dataclasses.replace(spec, unseen="model", categories=())
+        if spec.name == "sex"
+        else spec
+        for spec in loaded_model.metadata.features
+    )
+    loaded = LoadedModel(
+        metadata=dataclasses.replace(loaded_model.metadata, features=features),
+        model=loaded_model.model,
+        directory=loaded_model.directory,
+    )
+    good = validate_row(loaded.metadata, {"island": "Dream", "sex": "male"})
+    # validate_row rejects a lone surrogate, so this row goes to the call
+    # directly: CatBoost cannot encode it and fails the whole call.
+    bad = [*good[:1], "\udcff", *good[2:]]
+
+    async def call() -> list[asyncio.Future[Prediction]]:
+        loop = asyncio.get_running_loop()
+        waiting = [loop.create_future() for _ in range(3)]
+        loaded.batcher._call([good, bad, good], waiting)
+        return waiting
+
+    waiting = asyncio.run(call())
+
+    # The joined call, then each row alone.
+    assert (loaded.batcher.calls, loaded.batcher.rows) == (4, 6)
+    assert waiting[1].exception() is not None
+    for index in (0, 2):
+        assert (
+            waiting[index].result().label
+            == predict_rows(loaded_model, [{"island": "Dream", "sex": "male"}])[0].label
+        )
