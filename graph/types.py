@@ -183,7 +183,10 @@ class AuditEvent:
         extensions=requires(Permission.AUDIT_READ),
         description=(
             "`success`, `failure` (bad credentials or input), `denied` (not "
-            "allowed) or `locked` (sign-in refused by the throttle)."
+            "allowed) or `locked` (sign-in refused by the throttle). "
+            "Predictions record `success`, `invalid_input`, `cancelled` (the "
+            "request ended, as by its time limit, before the model answered) "
+            "or `error` (the model call failed)."
         ),
     )
     client_ip: str | None = strawberry.field(extensions=requires(Permission.AUDIT_READ))
