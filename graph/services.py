@@ -16,6 +16,7 @@ from graph.caching import LruCache
 from graph.metrics import JOINED_ROWS
 from graph.settings import Settings, read_data_keys_file
 from graph.tokens import TokenSettings, VerifiedTokens
+from ml.batcher import RowBatcher
 from ml.errors import ModelUnavailable
 from ml.metadata import ModelShape
 from ml.registry import LoadedModel, active_marker, load_active
@@ -40,8 +41,9 @@ logger = logging.getLogger(__name__)
 class ModelHolder:
     """The active version of one served model, swapped without a restart.
 
-    Requests take `current()` once and keep that object, so a swap never
-    mixes versions within a request. Every process checks the model's
+    Requests take `current()`, or `batcher()` with the version in it, once
+    and keep that object, so a swap never mixes versions within a request
+    or within a batch of rows. Every process checks the model's
     ACTIVE file at most once a second, so an activation made through
     another worker or replica reaches it within about a second. A version
     whose features differ from the schema's is never taken up: it needs a
@@ -54,11 +56,16 @@ class ModelHolder:
         self.model_dir = model_dir
         self.name = name
         self.shape = loaded.metadata.shape
-        self._current = _counted(loaded)
+        self._current = _batcher(loaded)
         self._marker = active_marker(model_dir, name)
         self._checked = time.monotonic()
 
     def current(self) -> LoadedModel:
+        return self.batcher().model
+
+    def batcher(self) -> RowBatcher:
+        """Return the active version's batcher, taking up a new version first
+        when the ACTIVE file changed."""
         now = time.monotonic()
         if now - self._checked >= self.CHECK_INTERVAL_SECONDS:
             self._checked = now
@@ -82,20 +89,18 @@ class ModelHolder:
 
     def _take(self, loaded: LoadedModel) -> None:
         self.check(loaded)
-        self._current = _counted(loaded)
+        self._current = _batcher(loaded)
 
     def replace(self, loaded: LoadedModel) -> None:
         self._take(loaded)
         self._marker = active_marker(self.model_dir, self.name)
 
 
-def _counted(loaded: LoadedModel) -> LoadedModel:
-    """Count the rows of each of the model's joined calls in /metrics."""
+def _batcher(loaded: LoadedModel) -> RowBatcher:
+    """Return a batcher for `loaded` that counts its calls' rows in /metrics."""
     metadata = loaded.metadata
-    loaded.batcher.observe = JOINED_ROWS.labels(
-        model=metadata.name, version=metadata.version
-    ).observe
-    return loaded
+    series = JOINED_ROWS.labels(model=metadata.name, version=metadata.version)
+    return RowBatcher(loaded, observe=series.observe)
 
 
 class ServedModels:
@@ -120,6 +125,9 @@ class ServedModels:
 
     def current(self, name: str) -> LoadedModel:
         return self.holder(name).current()
+
+    def batcher(self, name: str) -> RowBatcher:
+        return self.holder(name).batcher()
 
 
 # Roles and permissions by (user id, auth version): a new version, which

@@ -34,18 +34,23 @@ class RowBatcher:
     batch contains rows of one model version.
 
     Attributes:
+        model: The model version whose rows this batcher predicts.
         calls: Model calls made so far.
         rows: Rows sent to the model so far; `rows / calls` is the mean batch.
         observe: Called with the number of rows of each model call; set to
             None after it raises, which is logged.
     """
 
-    def __init__(self, loaded: LoadedModel) -> None:
-        self._loaded = loaded
+    def __init__(
+        self,
+        model: LoadedModel,
+        observe: Callable[[int], object] | None = None,
+    ) -> None:
+        self.model = model
         self._open: _Batch | None = None
         self.calls = 0
         self.rows = 0
-        self.observe: Callable[[int], object] | None = None
+        self.observe = observe
 
     async def predict(self, row: Mapping[str, object]) -> Prediction:
         """Check `row`, then predict it together with the rows joining it.
@@ -53,7 +58,7 @@ class RowBatcher:
         Raises:
             InvalidFeatures: The row is invalid.
         """
-        values = validate_row(self._loaded.metadata, row)
+        values = validate_row(self.model.metadata, row)
         loop = asyncio.get_running_loop()
         batch = self._open
         if (
@@ -96,7 +101,7 @@ class RowBatcher:
         self.rows += len(rows)
         self._observe(len(rows))
         try:
-            predictions = predict_valid_rows(self._loaded, rows)
+            predictions = predict_valid_rows(self.model, rows)
         except Exception as error:  # noqa: BLE001 - it goes to the request
             if len(rows) > 1:
                 # A row that passed the checks can still fail the joined
@@ -117,7 +122,7 @@ class RowBatcher:
         try:
             self.observe(rows)
         except Exception:
-            metadata = self._loaded.metadata
+            metadata = self.model.metadata
             logger.exception(
                 "Could not count the rows of a call to model %s version %s; "
                 "its calls are no longer counted",

@@ -10,15 +10,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import catboost
 
 from ml.errors import ModelUnavailable
 from ml.metadata import ModelMetadata
-
-if TYPE_CHECKING:
-    from ml.batcher import RowBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +54,8 @@ class LoadedModel:
     numeric_indices: list[int] = field(init=False)
     categorical_indices: list[int] = field(init=False)
     classes: list[str] = field(init=False)
-    batcher: "RowBatcher" = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from ml.batcher import RowBatcher
-
         features = self.metadata.features
         set_field = object.__setattr__
         set_field(self, "feature_names", [spec.name for spec in features])
@@ -77,7 +70,6 @@ class LoadedModel:
             [i for i, spec in enumerate(features) if spec.kind == "categorical"],
         )
         set_field(self, "classes", list(self.metadata.classes))
-        set_field(self, "batcher", RowBatcher(self))
 
 
 ACTIVE_FILE = "ACTIVE"

@@ -107,18 +107,19 @@ def test_each_version_predicts_its_own_rows(
     small = load_latest(folder, MODEL_NAME)
     rows = penguin_rows(6)
 
+    large_batcher, small_batcher = RowBatcher(loaded_model), RowBatcher(small)
+
     async def both() -> list[Prediction]:
         return await asyncio.gather(
             *(
-                (loaded_model if index % 2 else small).batcher.predict(row)
+                (large_batcher if index % 2 else small_batcher).predict(row)
                 for index, row in enumerate(rows)
             )
         )
 
-    before = loaded_model.batcher.calls
     results = asyncio.run(both())
 
-    assert (loaded_model.batcher.calls - before, small.batcher.calls) == (1, 1)
+    assert (large_batcher.calls, small_batcher.calls) == (1, 1)
     for index, (prediction, row) in enumerate(zip(results, rows, strict=True)):
         model = loaded_model if index % 2 else small
         assert_same(prediction, predict_rows(model, [row])[0])
@@ -136,19 +137,20 @@ def test_failed_call_fails_every_waiting_request(loaded_model: LoadedModel):
         model=catboost.CatBoostClassifier(),
         directory=loaded_model.directory,
     )
+    batcher = RowBatcher(untrained)
     rows = penguin_rows(4)
 
-    results = asyncio.run(predict_together(untrained.batcher, rows))
+    results = asyncio.run(predict_together(batcher, rows))
 
     assert all(isinstance(result, catboost.CatBoostError) for result in results)
     # Each request gets the error of its own row's call.
     assert len({id(result) for result in results}) == 4
     # The joined call, then each row alone.
-    assert untrained.batcher.calls == 5
+    assert batcher.calls == 5
     # The next turn starts a new batch.
     with pytest.raises(catboost.CatBoostError):
-        asyncio.run(untrained.batcher.predict(rows[0]))
-    assert untrained.batcher.calls == 6
+        asyncio.run(batcher.predict(rows[0]))
+    assert batcher.calls == 6
 
 
 def test_cancelled_request_leaves_others_served(loaded_model: LoadedModel):
@@ -192,14 +194,13 @@ def test_all_cancelled_requests_make_no_call(loaded_model: LoadedModel):
 def test_failing_observer_is_dropped_and_logged(
     loaded_model: LoadedModel, caplog: pytest.LogCaptureFixture
 ):
-    batcher = RowBatcher(loaded_model)
     seen: list[int] = []
 
     def observe(rows: int) -> None:
         seen.append(rows)
         raise OSError("metrics folder not writable")
 
-    batcher.observe = observe
+    batcher = RowBatcher(loaded_model, observe=observe)
     rows = penguin_rows(3)
 
     with caplog.at_level(logging.ERROR, logger="ml.batcher"):
@@ -227,6 +228,7 @@ def test_row_breaking_a_joined_call_fails_alone(loaded_model: LoadedModel):
         model=loaded_model.model,
         directory=loaded_model.directory,
     )
+    batcher = RowBatcher(loaded)
     good = validate_row(loaded.metadata, {"island": "Dream", "sex": "male"})
     # validate_row rejects a lone surrogate, so this row goes to the call
     # directly: CatBoost cannot encode it and fails the whole call.
@@ -235,13 +237,13 @@ def test_row_breaking_a_joined_call_fails_alone(loaded_model: LoadedModel):
     async def call() -> list[asyncio.Future[Prediction]]:
         loop = asyncio.get_running_loop()
         waiting = [loop.create_future() for _ in range(3)]
-        loaded.batcher._call([good, bad, good], waiting)
+        batcher._call([good, bad, good], waiting)
         return waiting
 
     waiting = asyncio.run(call())
 
     # The joined call, then each row alone.
-    assert (loaded.batcher.calls, loaded.batcher.rows) == (4, 6)
+    assert (batcher.calls, batcher.rows) == (4, 6)
     assert waiting[1].exception() is not None
     for index in (0, 2):
         assert (

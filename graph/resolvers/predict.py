@@ -20,6 +20,7 @@ from graph.context import Context, caller
 from graph.metrics import prediction_series
 from graph.permissions import requires
 from graph.types import FloatColumn, Prediction, PredictionBatch, StringColumn
+from ml.batcher import RowBatcher
 from ml.errors import InvalidFeatures
 from ml.metadata import ModelShape, graphql_field_name, graphql_type_prefix
 from ml.predict import BatchPrediction, predict_columns
@@ -138,9 +139,10 @@ def build_predict_query(shapes: Iterable[ModelShape]) -> type:
 
 
 async def predict_one(
-    context: Context, model: LoadedModel, row: dict[str, object]
+    context: Context, batcher: RowBatcher, row: dict[str, object]
 ) -> Prediction:
-    result = await _run(context, model, 1, row, lambda: model.batcher.predict(row))
+    model = batcher.model
+    result = await _run(context, model, 1, row, lambda: batcher.predict(row))
     return Prediction.from_result(result, model)
 
 
@@ -176,22 +178,24 @@ def direct_resolvers(shapes: Iterable[ModelShape]) -> dict[str, Callable[..., An
         for shape in shapes
     }
 
-    def chosen(info: Any, value: dict[str, Any]) -> tuple[LoadedModel, dict[str, Any]]:
+    def chosen(info: Any, value: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # graphql-core has checked that the oneOf input names exactly one model.
         ((field, member),) = value.items()
         name = models[field]
         names = features[name]
         values = {names[key]: item for key, item in member.items() if item is not None}
-        return info.context.services.models.current(name), values
+        return name, values
 
     async def predict(_source: Any, info: Any, input: dict[str, Any]) -> Prediction:
-        model, row = chosen(info, input)
-        return await predict_one(info.context, model, row)
+        name, row = chosen(info, input)
+        batcher = info.context.services.models.batcher(name)
+        return await predict_one(info.context, batcher, row)
 
     async def predict_batch(
         _source: Any, info: Any, input: dict[str, Any]
     ) -> PredictionBatch:
-        model, columns = chosen(info, input)
+        name, columns = chosen(info, input)
+        model = info.context.services.models.current(name)
         return await predict_many(info.context, model, columns)
 
     return {"predict": predict, "predictBatch": predict_batch}
