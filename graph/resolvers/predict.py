@@ -194,6 +194,17 @@ def direct_resolvers(shapes: Iterable[ModelShape]) -> dict[str, Callable[..., An
     async def predict_batch(
         _source: Any, info: Any, input: dict[str, Any]
     ) -> PredictionBatch:
+        # Checked here, since the model's own check names the columns as
+        # its metadata does, not as the input type does.
+        ((_, member),) = input.items()
+        sizes = {
+            key: len(column) for key, column in member.items() if column is not None
+        }
+        if len(set(sizes.values())) > 1:
+            listed = ", ".join(f"{key} {size}" for key, size in sizes.items())
+            raise InvalidInput(
+                "input", f"every column must hold as many rows ({listed})."
+            )
         name, columns = chosen(info, input)
         model = info.context.services.models.current(name)
         return await predict_many(info.context, model, columns)

@@ -354,7 +354,10 @@ def test_batch_columns_must_agree_in_length(service: RunningService, tokens):
         token=tokens["viewer"],
     )
     assert result.codes() == ["BAD_USER_INPUT"]
-    assert "as many rows" in result.errors[0]["message"]
+    error = result.errors[0]
+    # The columns are named as the input type names them.
+    assert "as many rows (island 3, bodyMassG 2)" in error["message"]
+    assert error["extensions"]["field"] == "input"
 
 
 def test_batch_column_must_be_list(service: RunningService, tokens):
