@@ -1412,7 +1412,8 @@ def measure_servers(
         (rest, options.one_client_requests),
         (batch_one, options.one_client_batch_requests),
     ):
-        before = call_rows()
+        if endpoint is predict:
+            before = call_rows()
         results.one_client[endpoint.name] = measure_one_client(
             endpoint, requests=count, max_seconds=options.one_client_seconds
         )
